@@ -1,0 +1,210 @@
+"""The one boundary to the ffmpeg and ffprobe binaries.
+
+Every other module builds an argv (or an ffmpeg-python stream) and hands it to `run`; failures
+come back as `MediaError` carrying the tail of ffmpeg's stderr, never as vendor exceptions.
+The segment format lives here too, because stream-copy concatenation only works when every
+generator writes exactly the same kind of H.264.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Union
+
+import ffmpeg as ffmpeg_python
+from pydantic import BaseModel
+
+from storage.atomic import temp_path_for
+from storage.errors import MediaError
+
+FFMPEG = "ffmpeg"
+FFPROBE = "ffprobe"
+STDERR_TAIL_LINES = 8
+INSTALL_HINT = "install ffmpeg (e.g. `apt install ffmpeg` or `brew install ffmpeg`) and make sure it is on PATH"
+
+# The segment format. Same codec, profile, pixel format, SAR, frame rate, GOP and timescale in
+# every segment is what lets compose join them with `-c:v copy` instead of re-encoding.
+VIDEO_CODEC = "libx264"
+X264_PRESET = "veryfast"
+X264_CRF = 20
+X264_PROFILE = "high"
+PIX_FMT = "yuv420p"
+GOP_SECONDS = 2
+# Tag what `conform_filter` actually converts to, so players do not guess BT.601 vs BT.709.
+COLOR_TAGS = ("-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv")
+
+Command = Union[Sequence[str], Any]  # an argv list, or an ffmpeg-python stream/output node
+
+
+class MediaInfo(BaseModel):
+    duration: float
+    width: int | None = None
+    height: int | None = None
+    video_codec: str | None = None
+    audio_codec: str | None = None
+    pix_fmt: str | None = None
+    video_streams: int = 0
+    audio_streams: int = 0
+    size: int = 0
+    fps: float | None = None
+
+
+class FrameInfo(BaseModel):
+    width: int
+    height: int
+    tags: dict[str, str] = {}
+
+
+def encode_args(fps: int) -> list[str]:
+    """Output options for a video-only segment in the shared format."""
+    gop = str(max(1, fps * GOP_SECONDS))
+    return [
+        "-c:v", VIDEO_CODEC, "-preset", X264_PRESET, "-crf", str(X264_CRF),
+        "-profile:v", X264_PROFILE, "-pix_fmt", PIX_FMT,
+        "-r", str(fps), "-fps_mode", "cfr",
+        # A fixed GOP with no scene-cut keyframes keeps the stream layout identical per segment.
+        "-g", gop, "-keyint_min", gop, "-sc_threshold", "0",
+        *COLOR_TAGS,
+        "-video_track_timescale", str(fps * 1000),
+        "-an", "-sn", "-dn", "-map_metadata", "-1",
+        "-movflags", "+faststart",
+    ]
+
+
+def conform_filter(width: int, height: int) -> str:
+    """Filter tail any generator can append: exact size, BT.709 limited-range yuv420p, square pixels."""
+    return (
+        f"scale={width}:{height}:flags=bicubic:out_color_matrix=bt709:out_range=tv,"
+        f"format={PIX_FMT},setsar=1"
+    )
+
+
+def run(command: Command, *, what: str, timeout: float | None = None) -> None:
+    """Run ffmpeg quietly; raise MediaError with the stderr tail when it fails.
+
+    `command` is an ffmpeg-python node or an argv whose first item is the program.
+    """
+    argv = _argv(command)
+    try:
+        done = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            timeout=timeout, check=False,
+        )
+    except FileNotFoundError as e:
+        raise MediaError(f"{what} failed: {argv[0]} not found; {INSTALL_HINT}") from e
+    except subprocess.TimeoutExpired as e:
+        raise MediaError(f"{what} failed: ffmpeg ran longer than {timeout:g} s", stderr_tail(e.stderr)) from e
+    if done.returncode != 0:
+        raise MediaError(f"{what} failed", stderr_tail(done.stderr))
+
+
+def run_to(out: Path, build: Callable[[Path], Command], *, what: str) -> None:
+    """Run the command `build(tmp)` writing to a temp sibling of `out`, then rename it into place.
+
+    ffmpeg can exit 0 without writing anything (e.g. a seek past the end), so an empty result
+    is an error too.
+    """
+    tmp = temp_path_for(out)
+    try:
+        run(build(tmp), what=what)
+        if not tmp.is_file() or tmp.stat().st_size == 0:
+            raise MediaError(f"{what} failed: ffmpeg wrote no output")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def probe(path: Path) -> MediaInfo:
+    data = _ffprobe_json(["-show_format", "-show_streams", str(path)], what=f"cannot read media file {path.name}")
+    return _media_info(data, path)
+
+
+def probe_first_frame(path: Path) -> FrameInfo:
+    """Decode the first video frame (proving it decodes) and return its size and tags.
+
+    Raises MediaError when there is no decodable video frame.
+    """
+    what = f"cannot decode {path.name}"
+    data = _ffprobe_json(
+        ["-select_streams", "v:0", "-read_intervals", "%+#1", "-show_frames",
+         "-show_entries", "frame=width,height:frame_tags", str(path)],
+        what=what,
+    )
+    frames = data.get("frames") or []
+    if not frames or not frames[0].get("width"):
+        raise MediaError(f"{what}: no video frame found")
+    first = frames[0]
+    tags = {str(k): str(v).strip() for k, v in (first.get("tags") or {}).items()}
+    return FrameInfo(width=int(first["width"]), height=int(first["height"]), tags=tags)
+
+
+def stderr_tail(stderr: bytes | str | None, lines: int = STDERR_TAIL_LINES) -> str:
+    text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else (stderr or "")
+    kept = [line.strip() for line in text.splitlines() if line.strip()]
+    return " | ".join(kept[-lines:])
+
+
+def _ffprobe_json(args: list[str], *, what: str) -> dict[str, Any]:
+    argv = [FFPROBE, "-v", "error", "-print_format", "json", *args]
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    except FileNotFoundError as e:
+        raise MediaError(f"{what}: {FFPROBE} not found; {INSTALL_HINT}") from e
+    if done.returncode != 0:
+        raise MediaError(what, stderr_tail(done.stderr))
+    try:
+        data = json.loads(done.stdout)
+    except ValueError as e:
+        raise MediaError(f"{what}: unexpected ffprobe output") from e
+    if not isinstance(data, dict):
+        raise MediaError(f"{what}: unexpected ffprobe output")
+    return data
+
+
+def _argv(command: Command) -> list[str]:
+    if isinstance(command, (list, tuple)):
+        argv = [str(a) for a in command]
+    else:
+        argv = ffmpeg_python.compile(command, cmd=FFMPEG)
+    if not argv:
+        raise ValueError("empty ffmpeg command")
+    # Our flags go first so that a caller's own -loglevel, if any, still wins.
+    return [argv[0], "-hide_banner", "-nostdin", "-y", "-loglevel", "error", *argv[1:]]
+
+
+def _media_info(data: dict[str, Any], path: Path) -> MediaInfo:
+    streams = data.get("streams") or []
+    fmt = data.get("format") or {}
+    video = next((s for s in streams if s.get("codec_type") == "video"), None)
+    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
+    duration = _float(fmt.get("duration")) or _float((video or {}).get("duration")) or 0.0
+    return MediaInfo(
+        duration=duration,
+        width=(video or {}).get("width"),
+        height=(video or {}).get("height"),
+        video_codec=(video or {}).get("codec_name"),
+        audio_codec=(audio or {}).get("codec_name"),
+        pix_fmt=(video or {}).get("pix_fmt"),
+        video_streams=sum(1 for s in streams if s.get("codec_type") == "video"),
+        audio_streams=sum(1 for s in streams if s.get("codec_type") == "audio"),
+        size=int(fmt.get("size") or path.stat().st_size),
+        fps=_rate((video or {}).get("avg_frame_rate")),
+    )
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _rate(value: Any) -> float | None:
+    """ffprobe writes rates as "24/1"; "0/0" means unknown."""
+    num, _, den = str(value or "").partition("/")
+    num_f, den_f = _float(num), _float(den or "1")
+    return num_f / den_f if num_f and den_f else None

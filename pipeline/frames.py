@@ -1,0 +1,33 @@
+"""First and last frames of a segment: the last one seeds the next shot, so it must be exact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline import ffmpeg
+
+JPEG_QUALITY = "2"  # mjpeg qscale: 2 is near-lossless, which matters when a frame seeds a shot
+# Seek this far before the end and decode forward: long enough to always contain the last
+# frame (a GOP starts at or before the seek point), short enough to stay cheap.
+TAIL_SECONDS = 1.0
+
+
+def extract_first_last(video: Path, first: Path, last: Path) -> None:
+    ffmpeg.run_to(first, lambda tmp: _first_frame_argv(video, tmp), what=f"first frame of {video.name}")
+    ffmpeg.run_to(last, lambda tmp: _last_frame_argv(video, tmp), what=f"last frame of {video.name}")
+
+
+def _first_frame_argv(video: Path, out: Path) -> list[str]:
+    return [
+        ffmpeg.FFMPEG, "-i", str(video), "-map", "0:v:0", "-frames:v", "1",
+        "-q:v", JPEG_QUALITY, str(out),
+    ]
+
+
+def _last_frame_argv(video: Path, out: Path) -> list[str]:
+    # -update 1 rewrites the one output file for every decoded frame, so what remains is the
+    # true last frame; passthrough stops the muxer from dropping or duplicating frames by time.
+    return [
+        ffmpeg.FFMPEG, "-sseof", f"-{TAIL_SECONDS:g}", "-i", str(video), "-map", "0:v:0",
+        "-fps_mode", "passthrough", "-update", "1", "-q:v", JPEG_QUALITY, str(out),
+    ]

@@ -1,0 +1,95 @@
+"""Storyboards: the offline template writer, and the text form users see and edit in the sheet."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Protocol
+
+from pydantic import ValidationError
+
+from pipeline.models import Camera, Shot, Storyboard
+from pipeline.templates import TemplateConfig
+from storage.errors import BadInput
+
+
+class Storyboarder(Protocol):
+    name: str
+
+    def write(self, template: TemplateConfig, scene: str, shot_count: int, image: Path) -> Storyboard: ...
+
+
+class TemplateStoryboarder:
+    """No LLM: the template's shot lines filled with the scene. For the demo, tests and fallbacks."""
+
+    name = "template"
+
+    def write(self, template: TemplateConfig, scene: str, shot_count: int, image: Path) -> Storyboard:
+        scene = scene or template.name
+        lines, cams = template.shot_prompts, template.cameras
+        shots = [
+            Shot(
+                index=i,
+                prompt=lines[i % len(lines)].format(scene=scene),
+                duration=template.shot_duration,
+                camera=cams[i % len(cams)],
+            )
+            for i in range(shot_count)
+        ]
+        return Storyboard(shots=shots)
+
+
+# One block per shot:  "1. [zoom_in 5s] prompt" then optional "旁白：…" and "素材：a, b" lines.
+_HEAD = re.compile(r"^\s*(\d+)[.、)]\s*\[\s*([a-z_]+)\s+([\d.]+)\s*s\s*\]\s*(.*)$")
+_NARRATION = ("旁白：", "旁白:")
+_TAGS = ("素材：", "素材:")
+
+
+def to_text(board: Storyboard) -> str:
+    blocks = []
+    for s in board.shots:
+        lines = [f"{s.index + 1}. [{s.camera.value} {s.duration:g}s] {s.prompt}"]
+        if s.narration:
+            lines.append(f"旁白：{s.narration}")
+        if s.stock_tags:
+            lines.append(f"素材：{', '.join(s.stock_tags)}")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def from_text(text: str) -> Storyboard:
+    """Parse the sheet's storyboard cell back; errors name the shot a user must fix."""
+    shots: list[dict] = []
+    for n, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        if m := _HEAD.match(line):
+            shots.append(_shot_head(m, len(shots)))
+        elif shots and line.startswith(_NARRATION):
+            shots[-1]["narration"] = line.split("：" if "：" in line else ":", 1)[1].strip()
+        elif shots and line.startswith(_TAGS):
+            tags = line.split("：" if "：" in line else ":", 1)[1]
+            shots[-1]["stock_tags"] = [t.strip() for t in re.split(r"[,，]", tags) if t.strip()]
+        elif shots:
+            shots[-1]["prompt"] += " " + line
+        else:
+            raise BadInput(f"分镜脚本第{n}行无法识别：每个镜头应以“1. [zoom_in 5s] 描述”开头")
+    if not shots:
+        raise BadInput("分镜脚本为空：至少需要一个镜头，格式“1. [zoom_in 5s] 描述”")
+    try:
+        return Storyboard(shots=[Shot(**s) for s in shots])
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = f"第{err['loc'][1] + 1}个镜头" if len(err["loc"]) > 1 and isinstance(err["loc"][1], int) else "分镜"
+        raise BadInput(f"分镜脚本{where}有误：{err['msg']}") from e
+
+
+def _shot_head(m: re.Match, position: int) -> dict:
+    number, camera, duration, prompt = int(m[1]), m[2], m[3], m[4].strip()
+    if number != position + 1:
+        raise BadInput(f"分镜脚本第{position + 1}个镜头的编号写成了 {number}：请按 1、2、3… 顺序编号")
+    if camera not in Camera.__members__:
+        allowed = ", ".join(Camera.__members__)
+        raise BadInput(f"分镜脚本第{number}个镜头的运镜“{camera}”无效：可选 {allowed}")
+    return {"index": position, "camera": camera, "duration": float(duration), "prompt": prompt}

@@ -1,0 +1,75 @@
+"""Templates are data: templates/<id>/template.toml plus prompt files. This module reads them."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, Field, ValidationError
+
+from pipeline.models import Camera
+from storage.errors import BadInput, Permanent
+from storage.paths import safe_component
+
+
+class TemplateConfig(BaseModel):
+    id: str
+    name: str
+    shot_count: int = Field(default=7, ge=1, le=20)
+    shot_duration: float = Field(default=5.0, gt=0, le=30)
+    width: int = Field(default=720, ge=16, le=3840)
+    height: int = Field(default=1280, ge=16, le=3840)
+    fps: int = Field(default=24, ge=1, le=60)
+    storyboard_backend: str | None = None
+    segment_backend: str | None = None
+    # Camera moves cycle over the shots of the offline storyboard.
+    cameras: list[Camera] = Field(default_factory=lambda: [Camera.zoom_in])
+    # Offline storyboard lines; "{scene}" is replaced by the row's scene description.
+    shot_prompts: list[str] = Field(default_factory=lambda: ["{scene}"])
+    music: str = ""
+    music_volume_db: float = Field(default=-16.0, le=0)
+    prompt_file: str = "storyboard_prompt.md"
+    folder: Path
+
+    @property
+    def orientation(self) -> str:
+        return "portrait" if self.height > self.width else "landscape"
+
+    @property
+    def music_path(self) -> Path | None:
+        return self.folder / self.music if self.music else None
+
+    def prompt_text(self) -> str:
+        return (self.folder / self.prompt_file).read_text(encoding="utf-8")
+
+
+class TemplateLibrary:
+    """Looks templates up by id in one or more folders (the bundled ones plus the user's)."""
+
+    def __init__(self, *roots: Path):
+        self.roots = [Path(r) for r in roots]
+
+    def ids(self) -> list[str]:
+        found = {p.parent.name for r in self.roots if r.is_dir() for p in r.glob("*/template.toml")}
+        return sorted(found)
+
+    def get(self, template_id: str) -> TemplateConfig:
+        safe_component(template_id, "模板")
+        for root in self.roots:
+            folder = root / template_id
+            if (folder / "template.toml").is_file():
+                return self._load(folder)
+        known = "、".join(self.ids()) or "无"
+        raise BadInput(f"模板“{template_id}”不存在，请改为已有模板：{known} (unknown template)")
+
+    @staticmethod
+    def _load(folder: Path) -> TemplateConfig:
+        try:
+            raw = tomllib.loads((folder / "template.toml").read_text(encoding="utf-8"))
+            return TemplateConfig(id=folder.name, folder=folder, **raw)
+        except (tomllib.TOMLDecodeError, ValidationError) as e:
+            raise Permanent(f"模板“{folder.name}”的配置文件有误：{e}".splitlines()[0]) from e
+
+
+def bundled_templates_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "templates"

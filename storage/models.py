@@ -1,0 +1,176 @@
+"""SQLite tables (sqlmodel) and the enums for every state they hold."""
+
+from __future__ import annotations
+
+import enum
+from datetime import date, datetime, timezone
+
+from sqlalchemy import Column, String, Text, TypeDecorator, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class AwareDateTime(TypeDecorator):
+    """Stores UTC ISO-8601 text and always hands back timezone-aware datetimes.
+
+    SQLite has no timezone type; without this a naive datetime would silently round-trip.
+    """
+
+    impl = String(40)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> str | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime refused: pass a timezone-aware value")
+        return value.astimezone(timezone.utc).isoformat()
+
+    def process_result_value(self, value: str | None, dialect) -> datetime | None:
+        return datetime.fromisoformat(value) if value else None
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class ProjectState(str, enum.Enum):
+    pending = "pending"
+    storyboarding = "storyboarding"
+    storyboard_ready = "storyboard_ready"
+    generating = "generating"
+    segments_ready = "segments_ready"
+    composing = "composing"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def label(self) -> str:
+        return STATE_LABELS[self]
+
+    @property
+    def is_running(self) -> bool:
+        return self in RUNNING_STATES
+
+    @property
+    def is_final(self) -> bool:
+        return self in (ProjectState.completed, ProjectState.failed, ProjectState.cancelled)
+
+
+STATE_LABELS = {
+    ProjectState.pending: "待处理",
+    ProjectState.storyboarding: "生成分镜中",
+    ProjectState.storyboard_ready: "分镜完成",
+    ProjectState.generating: "生成中",
+    ProjectState.segments_ready: "视频段完成",
+    ProjectState.composing: "合成中",
+    ProjectState.completed: "已完成",
+    ProjectState.failed: "失败",
+    ProjectState.cancelled: "已取消",
+}
+RUNNING_STATES = frozenset({ProjectState.storyboarding, ProjectState.generating, ProjectState.composing})
+# Where a running stage falls back to when its process dies: the last stage whose outputs are complete.
+RESUME_FROM = {
+    ProjectState.storyboarding: ProjectState.pending,
+    ProjectState.generating: ProjectState.storyboard_ready,
+    ProjectState.composing: ProjectState.segments_ready,
+}
+
+
+class Mode(str, enum.Enum):
+    auto = "auto"
+    step = "step"
+
+
+class SegmentState(str, enum.Enum):
+    pending = "pending"
+    generating = "generating"
+    done = "done"
+    failed = "failed"
+
+
+class SegmentSource(str, enum.Enum):
+    ai = "ai"
+    stock = "stock"
+
+
+class Project(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("table_id", "record_id", name="uq_project_row"),)
+
+    id: str = Field(primary_key=True)
+    table_id: str = Field(index=True)
+    record_id: str
+    state: ProjectState = Field(default=ProjectState.pending, index=True)
+    # The stage to resume from on 重试 or after a crash; only ever a state with complete outputs.
+    last_good: ProjectState = ProjectState.pending
+    mode: Mode = Mode.auto
+    template: str = ""
+    shot_count: int | None = None
+    publish_date: date | None = None
+    scene: str = Field(default="", sa_column=Column(Text))
+    image_ref: str = Field(default="", sa_column=Column(Text))
+    input_hash: str = ""
+    progress: int = 0
+    progress_text: str = ""
+    error: str = Field(default="", sa_column=Column(Text))
+    storyboard_json: str | None = Field(default=None, sa_column=Column(Text))
+    final_url: str | None = None
+    cover_url: str | None = None
+    final_duration: float | None = None
+    attempts: int = 0
+    retry_at: datetime | None = Field(default=None, sa_column=Column(AwareDateTime))
+    notified_state: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(AwareDateTime, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(AwareDateTime, nullable=False))
+
+
+class Segment(SQLModel, table=True):
+    project_id: str = Field(primary_key=True, foreign_key="project.id")
+    index: int = Field(primary_key=True)
+    state: SegmentState = SegmentState.pending
+    source: SegmentSource = SegmentSource.ai
+    backend: str = ""
+    duration: float | None = None
+    url: str | None = None
+    drift: float | None = None
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(AwareDateTime, nullable=False))
+
+
+class StepRun(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: str = Field(index=True, foreign_key="project.id")
+    step: str
+    attempt: int = 1
+    host: str = ""
+    started_at: datetime = Field(default_factory=utcnow, sa_column=Column(AwareDateTime, nullable=False))
+    ended_at: datetime | None = Field(default=None, sa_column=Column(AwareDateTime))
+    ok: bool | None = None
+    error: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class OutboxEntry(SQLModel, table=True):
+    """One pending write of a row's system cells; flushed to the sheet, then deleted."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: str = Field(index=True)
+    table_id: str
+    record_id: str = Field(index=True)
+    # JSON object of column name -> cell value in the sheet's write format (null clears).
+    fields: str = Field(sa_column=Column(Text, nullable=False))
+    # JSON object of column name -> list of local file paths to upload into that attachment cell.
+    attachments: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    attempts: int = 0
+    next_attempt_at: datetime | None = Field(default=None, sa_column=Column(AwareDateTime))
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(AwareDateTime, nullable=False))
+
+
+class UploadedFile(SQLModel, table=True):
+    """Remembers which local file (by path and content hash) became which Feishu file token,
+    so a retried flush never uploads the same video twice."""
+
+    sha256: str = Field(primary_key=True)
+    app_token: str = Field(primary_key=True)
+    file_token: str
+    size: int
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(AwareDateTime, nullable=False))

@@ -1,0 +1,190 @@
+"""ProjectStore: the only code that reads and writes project rows, and keeps meta.json in step."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Iterable
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, delete, select
+
+from storage import meta
+from storage.models import OutboxEntry, Project, ProjectState, Segment, StepRun, UploadedFile, utcnow
+from storage.paths import ProjectPaths
+
+
+@dataclass
+class SheetUpdate:
+    """System cells to write into one row: plain values, and files for attachment cells."""
+
+    fields: dict = field(default_factory=dict)
+    attachments: dict[str, list[str]] = field(default_factory=dict)
+
+
+class ProjectStore:
+    def __init__(self, engine: Engine, data_dir: Path):
+        self.engine = engine
+        self.data_dir = Path(data_dir)
+
+    def session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    def paths(self, project: Project) -> ProjectPaths:
+        return ProjectPaths.of(self.data_dir, project.publish_date, project.template or "_invalid", project.id)
+
+    # -- projects ---------------------------------------------------------------------------
+
+    def get(self, project_id: str) -> Project | None:
+        with self.session() as s:
+            return s.get(Project, project_id)
+
+    def by_record(self, table_id: str, record_id: str) -> Project | None:
+        with self.session() as s:
+            q = select(Project).where(Project.table_id == table_id, Project.record_id == record_id)
+            return s.exec(q).first()
+
+    def projects(self, states: Iterable[ProjectState] | None = None) -> list[Project]:
+        with self.session() as s:
+            q = select(Project).order_by(Project.created_at, Project.id)
+            if states is not None:
+                q = q.where(col(Project.state).in_(list(states)))
+            return list(s.exec(q))
+
+    def create(self, project: Project, sheet: SheetUpdate | None = None) -> bool:
+        """Insert a new project; False if its row already has one (another poller won the race)."""
+        try:
+            self._commit(project, (), sheet)
+        except IntegrityError:
+            return False
+        return True
+
+    def save(self, project: Project, segments: Iterable[Segment] = (), sheet: SheetUpdate | None = None) -> None:
+        """Write project, segments and the row's outbox entry in one transaction, then meta.json."""
+        self._commit(project, segments, sheet)
+
+    def _commit(self, project: Project, segments: Iterable[Segment], sheet: SheetUpdate | None) -> None:
+        now = utcnow()
+        project.updated_at = now
+        with self.session() as s:
+            s.merge(project)
+            for seg in segments:
+                seg.updated_at = now
+                s.merge(seg)
+            if sheet is not None:
+                s.add(self._outbox_entry(project, sheet))
+            s.commit()
+        self.write_meta(project.id)
+
+    @staticmethod
+    def _outbox_entry(project: Project, sheet: SheetUpdate) -> OutboxEntry:
+        return OutboxEntry(
+            project_id=project.id,
+            table_id=project.table_id,
+            record_id=project.record_id,
+            fields=json.dumps(sheet.fields, ensure_ascii=False),
+            attachments=json.dumps(sheet.attachments, ensure_ascii=False),
+        )
+
+    def write_meta(self, project_id: str) -> Path:
+        with self.session() as s:
+            project = s.get(Project, project_id)
+            segs = list(s.exec(select(Segment).where(Segment.project_id == project_id).order_by(Segment.index)))
+            steps = list(s.exec(select(StepRun).where(StepRun.project_id == project_id).order_by(StepRun.id)))
+        path = self.paths(project).meta
+        meta.write(path, meta.ProjectMeta.of(project, segs, steps))
+        return path
+
+    # -- segments and step history ----------------------------------------------------------
+
+    def segments(self, project_id: str) -> list[Segment]:
+        with self.session() as s:
+            q = select(Segment).where(Segment.project_id == project_id).order_by(Segment.index)
+            return list(s.exec(q))
+
+    def delete_segments_from(self, project_id: str, first_index: int) -> None:
+        with self.session() as s:
+            s.exec(delete(Segment).where(Segment.project_id == project_id, Segment.index >= first_index))
+            s.commit()
+
+    def start_step(self, project_id: str, step: str, host: str) -> StepRun:
+        with self.session() as s:
+            previous = s.exec(
+                select(StepRun).where(StepRun.project_id == project_id, StepRun.step == step)
+            ).all()
+            run = StepRun(project_id=project_id, step=step, attempt=len(previous) + 1, host=host)
+            s.add(run)
+            s.commit()
+            s.refresh(run)
+            return run
+
+    def end_step(self, run: StepRun, error: str | None = None) -> None:
+        run.ended_at = utcnow()
+        run.ok = error is None
+        run.error = error
+        with self.session() as s:
+            s.merge(run)
+            s.commit()
+
+    def steps(self, project_id: str) -> list[StepRun]:
+        with self.session() as s:
+            q = select(StepRun).where(StepRun.project_id == project_id).order_by(StepRun.id)
+            return list(s.exec(q))
+
+    # -- outbox -----------------------------------------------------------------------------
+
+    def outbox_due(self, now: datetime | None = None) -> list[OutboxEntry]:
+        now = now or utcnow()
+        with self.session() as s:
+            q = select(OutboxEntry).order_by(OutboxEntry.id)
+            return [e for e in s.exec(q) if e.next_attempt_at is None or e.next_attempt_at <= now]
+
+    def outbox_size(self) -> int:
+        with self.session() as s:
+            return len(s.exec(select(OutboxEntry.id)).all())
+
+    def outbox_delete(self, ids: Iterable[int]) -> None:
+        with self.session() as s:
+            s.exec(delete(OutboxEntry).where(col(OutboxEntry.id).in_(list(ids))))
+            s.commit()
+
+    def outbox_postpone(self, ids: Iterable[int], error: str, next_attempt_at: datetime) -> None:
+        with self.session() as s:
+            for entry in s.exec(select(OutboxEntry).where(col(OutboxEntry.id).in_(list(ids)))):
+                entry.attempts += 1
+                entry.last_error = error
+                entry.next_attempt_at = next_attempt_at
+                s.add(entry)
+            s.commit()
+
+    # -- uploaded attachments ---------------------------------------------------------------
+
+    def uploaded(self, sha256: str, app_token: str) -> str | None:
+        with self.session() as s:
+            row = s.get(UploadedFile, (sha256, app_token))
+            return row.file_token if row else None
+
+    def remember_upload(self, sha256: str, app_token: str, file_token: str, size: int) -> None:
+        with self.session() as s:
+            s.merge(UploadedFile(sha256=sha256, app_token=app_token, file_token=file_token, size=size))
+            s.commit()
+
+    # -- rebuild ----------------------------------------------------------------------------
+
+    def rebuild_from_meta(self, subtree: str = "") -> list[str]:
+        """Insert every project found in meta.json files that the DB lacks. Returns their ids."""
+        restored = []
+        for path in meta.find_all(self.data_dir, subtree):
+            project, segs, steps = meta.read(path).rows()
+            with self.session() as s:
+                if s.get(Project, project.id) is not None:
+                    continue
+                s.add(project)
+                s.add_all(segs)
+                s.add_all(steps)
+                s.commit()
+            restored.append(project.id)
+        return restored

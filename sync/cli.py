@@ -1,0 +1,154 @@
+"""`sheetreel`: a thin CLI over the library. Errors are one line plus a hint, exit code 1."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from storage.errors import AuthFailed, NotFound, SheetReelError
+
+EPILOG = """examples:
+  sheetreel demo                       offline demo: emulated Bitable, 3 sample rows, real MP4s
+  sheetreel demo --rows 5 --shots 3    more rows, fewer shots each
+  sheetreel status --data-dir ./demo-data --json
+  sheetreel once                       poll the real table once and finish what it found (cron)
+  sheetreel run                        poll forever (the GPU host's long-running process)
+
+settings come from the environment or a .env file: FEISHU_APP_ID, FEISHU_APP_SECRET,
+FEISHU_APP_TOKEN, FEISHU_TABLE_ID, SHEETREEL_DATA_DIR, ... (see README)."""
+
+
+class CliError(Exception):
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message)
+        self.hint = hint
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sheetreel",
+        description="Turn Feishu Bitable rows into finished short videos, and write the results back into the rows.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log every step (key=value lines on stderr)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    d = sub.add_parser("demo", help="run the whole loop offline against the built-in Bitable emulator",
+                       description="Start the Bitable emulator on 127.0.0.1, create a table with the default "
+                       "columns and sample rows, run the real poller through lark-oapi until every row is done, "
+                       "and print the results. No credentials, GPU or network needed.")
+    d.add_argument("--data-dir", type=Path, default=Path("./demo-data"), help="where the DB, videos and the emulated table live (default ./demo-data)")
+    d.add_argument("--rows", type=int, default=3, help="how many sample rows to add (default 3)")
+    d.add_argument("--shots", type=int, default=None, help="shots per video (default: the template's, 7)")
+
+    s = sub.add_parser("status", help="list projects from the database", description="List every project the database knows, with state, shots, duration and the final video.")
+    s.add_argument("--data-dir", type=Path, default=None, help="data dir (default SHEETREEL_DATA_DIR or ./data)")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+
+    for name, text in (("once", "poll the table once, run what it found, write results back, exit"),
+                       ("run", "poll the table forever; stop with Ctrl-C or SIGTERM")):
+        c = sub.add_parser(name, help=text, description=text + ". Settings come from the environment or .env.")
+        c.add_argument("--data-dir", type=Path, default=None, help="data dir (default SHEETREEL_DATA_DIR or ./data)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
+    )
+    try:
+        return COMMANDS[args.command](args)
+    except CliError as e:
+        return _fail(str(e), e.hint)
+    except AuthFailed as e:
+        return _fail(str(e), "check FEISHU_APP_ID / FEISHU_APP_SECRET and that the app is added to the base")
+    except NotFound as e:
+        return _fail(str(e), "check FEISHU_APP_TOKEN / FEISHU_TABLE_ID")
+    except SheetReelError as e:
+        return _fail(str(e), "run with -v for the full log")
+    except ValidationError as e:
+        return _fail(f"invalid setting: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}", "see the configuration table in README.md")
+    except KeyboardInterrupt:
+        return 130
+
+
+def _fail(message: str, hint: str) -> int:
+    print(f"Error: {message}", file=sys.stderr)
+    if hint:
+        print(f"Hint: {hint}", file=sys.stderr)
+    return 1
+
+
+def _settings(args):
+    from sync.settings import Settings
+
+    overrides = {"SHEETREEL_DATA_DIR": args.data_dir} if getattr(args, "data_dir", None) else {}
+    return Settings(**overrides)
+
+
+def cmd_demo(args) -> int:
+    from sync.demo import run_demo
+    from sync.report import format_table
+
+    if not 1 <= args.rows <= 50:
+        raise CliError("--rows must be between 1 and 50")
+    if args.shots is not None and not 1 <= args.shots <= 20:
+        raise CliError("--shots must be between 1 and 20")
+    rows = run_demo(args.data_dir, rows=args.rows, shots=args.shots)
+    print()
+    print(format_table(rows))
+    print(f"\nnext: sheetreel status --data-dir {args.data_dir}")
+    return 0 if all(r["state"] == "completed" for r in rows) else 1
+
+
+def cmd_status(args) -> int:
+    from sync.app import make_store
+    from sync.report import format_table, project_rows
+
+    settings = _settings(args)
+    if not (settings.data_dir / "sheetreel.db").exists() and not settings.database_url:
+        raise CliError(f"no database in {settings.data_dir}", "pass --data-dir (the demo uses ./demo-data)")
+    rows = project_rows(make_store(settings))
+    print(json.dumps(rows, ensure_ascii=False, indent=2) if args.json else format_table(rows))
+    return 0
+
+
+def _live_app(args):
+    from sync.app import App, make_table
+
+    settings = _settings(args)
+    missing = settings.missing_feishu()
+    if missing:
+        raise CliError(f"missing settings: {', '.join(missing)}", "set them in the environment or .env (see README), or try `sheetreel demo`")
+    return App(settings, make_table(settings))
+
+
+def cmd_once(args) -> int:
+    _live_app(args).once()
+    return 0
+
+
+def cmd_run(args) -> int:
+    app = _live_app(args)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"polling every {app.settings.poll_interval_seconds:g}s; Ctrl-C to stop", file=sys.stderr)
+    app.run(stop)
+    return 0
+
+
+COMMANDS = {"demo": cmd_demo, "status": cmd_status, "once": cmd_once, "run": cmd_run}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""The sheet contract: column names (configurable) and the labels users pick from."""
+
+from __future__ import annotations
+
+import enum
+
+from pydantic import BaseModel, Field
+
+from connectors.feishu.protocol import FieldType
+
+
+class Action(str, enum.Enum):
+    start = "开始"
+    resume = "继续"
+    redo_storyboard = "重新生成分镜"
+    redo_segment = "重做第N段"
+    compose = "合成"
+    retry = "重试"
+    cancel = "取消"
+
+
+MODE_LABELS = {"自动": "auto", "分步": "step"}
+
+
+class Columns(BaseModel):
+    """Default names are Chinese because the users are Feishu users; override any in settings."""
+
+    title: str = "标题"
+    image: str = "首帧图片"
+    scene: str = "场景描述"
+    template: str = "模板"
+    shot_count: str = "段数"
+    publish_date: str = "发布日期"
+    mode: str = "模式"
+    action: str = "操作"
+    storyboard: str = "分镜脚本"
+    status: str = "状态"
+    progress: str = "进度"
+    error: str = "错误信息"
+    segment_pattern: str = "段{n}视频"
+    final_url: str = "成片链接"
+    final_video: str = "成片"
+    cover: str = "封面"
+    project_id: str = "项目ID"
+    updated_at: str = "更新时间"
+    max_segments: int = Field(default=20, ge=1, le=20)
+
+    def segment(self, n: int) -> str:
+        """Column for segment n, counted from 1 as users count."""
+        return self.segment_pattern.format(n=n)
+
+    def user_columns(self) -> list[str]:
+        return [self.image, self.scene, self.template, self.shot_count, self.publish_date, self.mode]
+
+    def schema(self, templates: list[str]) -> list[tuple[str, int, list[str]]]:
+        """(name, field type, select options) of every column, in sheet order; the title first."""
+        from storage.models import STATE_LABELS
+
+        cols = [
+            (self.title, FieldType.text, []),
+            (self.image, FieldType.attachment, []),
+            (self.scene, FieldType.text, []),
+            (self.template, FieldType.single_select, templates),
+            (self.shot_count, FieldType.number, []),
+            (self.publish_date, FieldType.datetime, []),
+            (self.mode, FieldType.single_select, list(MODE_LABELS)),
+            (self.action, FieldType.single_select, [a.value for a in Action]),
+            (self.storyboard, FieldType.text, []),
+            (self.status, FieldType.single_select, list(STATE_LABELS.values())),
+            (self.progress, FieldType.text, []),
+            (self.error, FieldType.text, []),
+        ]
+        cols += [(self.segment(n), FieldType.url, []) for n in range(1, self.max_segments + 1)]
+        cols += [
+            (self.final_url, FieldType.url, []),
+            (self.final_video, FieldType.attachment, []),
+            (self.cover, FieldType.attachment, []),
+            (self.project_id, FieldType.text, []),
+            (self.updated_at, FieldType.datetime, []),
+        ]
+        return cols

@@ -1,0 +1,57 @@
+"""Rows become projects: validate the user's inputs once and record them on the project."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from datetime import date
+
+from pipeline.templates import TemplateLibrary
+from storage.errors import BadInput
+from storage.models import Project, ProjectState
+from storage.repo import ProjectStore
+from sync import rows
+from sync.rows import RowInput
+
+
+def new_project(row: RowInput, table_id: str) -> Project:
+    return Project(id=f"p{uuid.uuid4().hex[:12]}", table_id=table_id, record_id=row.record_id)
+
+
+def apply_inputs(p: Project, row: RowInput, templates: TemplateLibrary, tz, today: date) -> list[str]:
+    """Copy the row's inputs onto `p`; returns the problems found, each a sentence for the user.
+
+    All problems are reported together so the user can fix the row in one go.
+    """
+    problems: list[str] = []
+    p.scene, p.mode, p.input_hash = row.scene, row.mode, row.input_hash()
+    p.image_ref = row.image.model_dump_json() if row.image else ""
+    p.template, p.shot_count, p.publish_date = "", None, None
+    default_shots = 7
+    try:
+        template = templates.get(row.template)
+        p.template, default_shots = template.id, template.shot_count
+    except BadInput as e:
+        problems.append(str(e))
+    for setter in (
+        lambda: setattr(p, "shot_count", rows.shot_count(row.shot_count, default_shots)),
+        lambda: setattr(p, "publish_date", rows.publish_date(row.publish_date, tz, today)),
+    ):
+        try:
+            setter()
+        except BadInput as e:
+            problems.append(str(e))
+    if row.image is None:
+        problems.append("首帧图片为空：请在「首帧图片」列上传一张图片，或填写图片链接 (opening image missing)")
+    return problems
+
+
+def reset_for_new_inputs(store: ProjectStore, p: Project) -> None:
+    """The user changed an input: everything made from the old inputs is stale."""
+    old_root = store.paths(p).root
+    if old_root.is_dir():
+        shutil.rmtree(old_root)
+    store.delete_segments_from(p.id, 0)
+    p.storyboard_json = p.final_url = p.cover_url = p.final_duration = None
+    p.state = p.last_good = ProjectState.pending
+    p.attempts, p.retry_at, p.error, p.progress, p.progress_text = 0, None, "", 0, ""

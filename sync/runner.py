@@ -1,0 +1,235 @@
+"""The project runner: owns every state transition, and alone decides retry versus fail."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Callable
+
+from connectors.store.protocol import ObjectStore
+from connectors.video.protocol import SegmentGenerator
+from pipeline import compose, ffmpeg
+from pipeline.models import Storyboard
+from pipeline.segments import SegmentResult, generate_segments
+from pipeline.storyboard import Storyboarder, to_text
+from pipeline.templates import TemplateLibrary
+from storage import atomic
+from storage.errors import BadInput, MediaError, SheetReelError, Transient
+from storage.locks import ProjectLocks
+from storage.models import RESUME_FROM, Mode, Project, ProjectState, Segment, SegmentSource, SegmentState
+from storage.repo import ProjectStore
+from sync import sheet_view
+from sync.columns import Columns
+from sync.rows import ImageRef
+
+log = logging.getLogger(__name__)
+
+MAX_IMAGE_PIXELS = 50_000_000  # beyond this, decoding one frame can take gigabytes of memory
+RESTING = (ProjectState.storyboard_ready, ProjectState.segments_ready)
+
+
+@dataclass
+class RunnerDeps:
+    store: ProjectStore
+    locks: ProjectLocks
+    templates: TemplateLibrary
+    storyboarders: dict[str, Storyboarder]
+    generators: dict[str, SegmentGenerator]
+    objects: ObjectStore
+    fetch_image: Callable[[ImageRef, Path], None]
+    columns: Columns
+    clock: Callable[[], datetime]
+    storyboard_backend: str = "template"
+    segment_backend: str = "kenburns"
+    max_attempts: int = 3
+    retry_base_seconds: float = 5.0
+    host: str = field(default_factory=socket.gethostname)
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    running: ProjectState
+    done: ProjectState
+
+
+STEPS = {
+    ProjectState.pending: Step("storyboard", ProjectState.storyboarding, ProjectState.storyboard_ready),
+    ProjectState.storyboard_ready: Step("segments", ProjectState.generating, ProjectState.segments_ready),
+    ProjectState.segments_ready: Step("compose", ProjectState.composing, ProjectState.completed),
+}
+PROGRESS = {"storyboard": (5, "生成分镜"), "segments": (10, "生成视频段"), "compose": (90, "合成成片")}
+
+
+class ProjectRunner:
+    def __init__(self, deps: RunnerDeps):
+        self.d = deps
+
+    def run(self, project_id: str, advance_resting: bool = False) -> bool:
+        """Work on one project as far as it can go now. False if another worker holds it."""
+        with self.d.locks.hold(project_id) as got:
+            if not got:
+                return False
+            project = self.d.store.get(project_id)
+            if project is None:
+                return True
+            if project.state.is_running:
+                # We hold the lock, so whoever left it running is gone: resume from the last good stage.
+                project.state = RESUME_FROM[project.state]
+            while (step := STEPS.get(project.state)) is not None:
+                if project.mode == Mode.step and project.state in RESTING and not advance_resting:
+                    break
+                if project.retry_at and project.retry_at > self.d.clock():
+                    break
+                advance_resting = False
+                if not self._attempt(project, step):
+                    break
+            return True
+
+    # -- transitions --------------------------------------------------------------------------
+
+    def _attempt(self, p: Project, step: Step) -> bool:
+        run = self.d.store.start_step(p.id, step.name, self.d.host)
+        pct, text = PROGRESS[step.name]
+        self._save(p, step.running, pct, text, error="")
+        log.info("step started project=%s record=%s step=%s attempt=%d", p.id, p.record_id, step.name, run.attempt)
+        try:
+            getattr(self, f"_{step.name}")(p)
+        except Exception as e:
+            err = e if isinstance(e, SheetReelError) else None
+            if err is None:
+                log.exception("step crashed project=%s record=%s step=%s", p.id, p.record_id, step.name)
+                err = SheetReelError(f"内部错误，请联系工程师查看日志：{type(e).__name__}: {e}")
+            self.d.store.end_step(run, str(err))
+            self._after_failure(p, step, err)
+            return False
+        self.d.store.end_step(run)
+        log.info("step done project=%s record=%s step=%s state=%s", p.id, p.record_id, step.name, p.state.value)
+        return True
+
+    def _after_failure(self, p: Project, step: Step, err: SheetReelError) -> None:
+        p.attempts += 1
+        if isinstance(err, Transient) and p.attempts < self.d.max_attempts:
+            delay = getattr(err, "retry_after", None) or self.d.retry_base_seconds * 2 ** (p.attempts - 1)
+            p.retry_at = self.d.clock() + timedelta(seconds=delay)
+            log.warning("step will retry project=%s step=%s in=%.0fs error=%s", p.id, step.name, delay, err)
+            self._save(p, p.last_good, p.progress, f"等待重试（第{p.attempts}次）", error=str(err))
+            return
+        log.warning("step failed project=%s record=%s step=%s error=%s", p.id, p.record_id, step.name, err)
+        p.retry_at = None
+        self._save(p, ProjectState.failed, p.progress, "失败", error=str(err))
+
+    def _save(
+        self,
+        p: Project,
+        state: ProjectState,
+        progress: int,
+        text: str,
+        *,
+        error: str | None = None,
+        segments: tuple[Segment, ...] = (),
+        extra: dict | None = None,
+        attachments: dict[str, list[str]] | None = None,
+    ) -> None:
+        p.state, p.progress, p.progress_text = state, progress, text
+        if error is not None:
+            p.error = error
+        if state in (ProjectState.storyboard_ready, ProjectState.segments_ready, ProjectState.completed):
+            p.last_good, p.attempts, p.retry_at = state, 0, None
+        all_segments = {s.index: s for s in self.d.store.segments(p.id)} | {s.index: s for s in segments}
+        sheet = sheet_view.render(p, list(all_segments.values()), self.d.columns, self.d.clock(), attachments)
+        sheet.fields.update(extra or {})
+        self.d.store.save(p, segments, sheet)
+
+    # -- stages ---------------------------------------------------------------------------------
+
+    def _storyboard(self, p: Project) -> None:
+        paths = self.d.store.paths(p)
+        paths.make_dirs()
+        template = self.d.templates.get(p.template)
+        if not paths.opening_image.is_file():
+            if not p.image_ref:
+                raise BadInput("首帧图片为空：请在「首帧图片」列上传一张图片，或填写图片链接 (opening image missing)")
+            self.d.fetch_image(ImageRef.model_validate_json(p.image_ref), paths.opening_image)
+        _check_image(paths.opening_image)
+        backend = template.storyboard_backend or self.d.storyboard_backend
+        board = self._storyboarder(backend).write(template, p.scene, p.shot_count or template.shot_count, paths.opening_image)
+        atomic.write_text(paths.storyboard, board.model_dump_json(indent=2))
+        p.storyboard_json = board.model_dump_json()
+        self._save(p, ProjectState.storyboard_ready, 10, "分镜完成", extra={self.d.columns.storyboard: to_text(board)})
+
+    def _segments(self, p: Project) -> None:
+        board = Storyboard.model_validate_json(p.storyboard_json)
+        template = self.d.templates.get(p.template)
+        paths = self.d.store.paths(p)
+        generator = self._generator(template.segment_backend or self.d.segment_backend)
+        existing = {s.index: s for s in self.d.store.segments(p.id)}
+        done = {i for i, s in existing.items() if s.state == SegmentState.done}
+        total = len(board.shots)
+
+        def on_start(k: int) -> None:
+            seg = Segment(project_id=p.id, index=k, state=SegmentState.generating, source=SegmentSource.ai, backend=generator.name)
+            self._save(p, ProjectState.generating, 10 + 75 * k // total, f"生成第{k + 1}/{total}段", segments=(seg,))
+
+        def on_done(res: SegmentResult) -> None:
+            url = self.d.objects.put(paths.segment(res.index), self._key(p, f"segments/seg_{res.index:02d}.mp4"))
+            seg = Segment(
+                project_id=p.id, index=res.index, state=SegmentState.done, source=SegmentSource.ai,
+                backend=res.backend, duration=res.duration, url=url,
+            )
+            self._save(p, ProjectState.generating, 10 + 75 * (res.index + 1) // total, f"完成第{res.index + 1}/{total}段", segments=(seg,))
+
+        generate_segments(board, paths, template, lambda k: generator, done, on_start, on_done)
+        self._save(p, ProjectState.segments_ready, 85, "视频段完成")
+
+    def _compose(self, p: Project) -> None:
+        board = Storyboard.model_validate_json(p.storyboard_json)
+        template = self.d.templates.get(p.template)
+        paths = self.d.store.paths(p)
+        paths.make_dirs()
+        compose.concat_with_music(
+            [paths.segment(s.index) for s in board.shots],
+            paths.final_video,
+            duration=board.total_duration,
+            music=template.music_path,
+            music_volume_db=template.music_volume_db,
+            workdir=paths.final_dir,
+        )
+        compose.make_cover(paths.final_video, paths.cover)
+        p.final_duration = ffmpeg.probe(paths.final_video).duration
+        p.final_url = self.d.objects.put(paths.final_video, self._key(p, "final/final.mp4"))
+        p.cover_url = self.d.objects.put(paths.cover, self._key(p, "final/cover.jpg"))
+        cols = self.d.columns
+        files = {cols.final_video: [str(paths.final_video)], cols.cover: [str(paths.cover)]}
+        self._save(p, ProjectState.completed, 100, "已完成", error="", attachments=files)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _key(self, p: Project, name: str) -> str:
+        return "/".join(self.d.store.paths(p).root.relative_to(self.d.store.data_dir / "projects").parts) + "/" + name
+
+    def _storyboarder(self, name: str) -> Storyboarder:
+        try:
+            return self.d.storyboarders[name]
+        except KeyError:
+            raise BadInput(f"分镜后端“{name}”未配置：可选 {', '.join(self.d.storyboarders)}") from None
+
+    def _generator(self, name: str) -> SegmentGenerator:
+        try:
+            return self.d.generators[name]
+        except KeyError:
+            raise BadInput(f"视频段后端“{name}”未配置：可选 {', '.join(self.d.generators)}") from None
+
+
+def _check_image(path: Path) -> None:
+    try:
+        info = ffmpeg.probe(path)
+    except MediaError as e:
+        raise BadInput("首帧图片无法识别：请上传 jpg/png/webp 格式的图片 (opening image is not a readable image)") from e
+    if not info.width or not info.height:
+        raise BadInput("首帧图片无法识别：请上传 jpg/png/webp 格式的图片 (opening image is not a readable image)")
+    if info.width * info.height > MAX_IMAGE_PIXELS:
+        raise BadInput(f"首帧图片太大（{info.width}x{info.height}），请缩小到 5000 万像素以内后重新上传")

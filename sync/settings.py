@@ -1,0 +1,75 @@
+"""The one validated settings object. Built once at the edge (CLI), then passed in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sync.columns import Columns
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True)
+
+    feishu_app_id: str = Field(default="", alias="FEISHU_APP_ID")
+    feishu_app_secret: SecretStr = Field(default=SecretStr(""), alias="FEISHU_APP_SECRET")
+    feishu_app_token: str = Field(default="", alias="FEISHU_APP_TOKEN")
+    feishu_table_id: str = Field(default="", alias="FEISHU_TABLE_ID")
+    feishu_base_url: str = Field(default="https://open.feishu.cn", alias="FEISHU_BASE_URL")
+    feishu_timeout: float = Field(default=30.0, alias="FEISHU_TIMEOUT_SECONDS", gt=0)
+
+    data_dir: Path = Field(default=Path("./data"), alias="SHEETREEL_DATA_DIR")
+    database_url: str = Field(default="", alias="SHEETREEL_DATABASE_URL")
+    public_base_url: str = Field(default="", alias="SHEETREEL_PUBLIC_BASE_URL")
+    templates_dir: Path | None = Field(default=None, alias="SHEETREEL_TEMPLATES_DIR")
+    default_template: str = Field(default="pet-eating", alias="SHEETREEL_DEFAULT_TEMPLATE")
+    timezone: str = Field(default="Asia/Shanghai", alias="SHEETREEL_TIMEZONE")
+
+    storyboard_backend: str = Field(default="template", alias="STORYBOARD_BACKEND")
+    segment_backend: str = Field(default="kenburns", alias="SEGMENT_BACKEND")
+
+    poll_interval_seconds: float = Field(default=30.0, alias="POLL_INTERVAL_SECONDS", gt=0)
+    flush_interval_seconds: float = Field(default=2.0, alias="FLUSH_INTERVAL_SECONDS", gt=0)
+    workers: int = Field(default=2, alias="SHEETREEL_WORKERS", ge=1, le=64)
+    max_attempts: int = Field(default=3, alias="SHEETREEL_MAX_ATTEMPTS", ge=1)
+    retry_base_seconds: float = Field(default=5.0, alias="SHEETREEL_RETRY_BASE_SECONDS", ge=0)
+
+    image_max_bytes: int = Field(default=20 * 1024 * 1024, alias="SHEETREEL_IMAGE_MAX_BYTES", gt=0)
+    # Row image URLs pointing at loopback/private hosts are refused unless allowed (the emulator is).
+    allow_private_urls: bool = Field(default=False, alias="SHEETREEL_ALLOW_PRIVATE_URLS")
+
+    columns: Columns = Field(default_factory=Columns)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        ZoneInfo(v)
+        return v
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'sheetreel.db'}"
+
+    @property
+    def public_dir(self) -> Path:
+        return self.data_dir / "public"
+
+    @property
+    def public_url(self) -> str:
+        return self.public_base_url or self.public_dir.resolve().as_uri()
+
+    def missing_feishu(self) -> list[str]:
+        pairs = {
+            "FEISHU_APP_ID": self.feishu_app_id,
+            "FEISHU_APP_SECRET": self.feishu_app_secret.get_secret_value(),
+            "FEISHU_APP_TOKEN": self.feishu_app_token,
+            "FEISHU_TABLE_ID": self.feishu_table_id,
+        }
+        return [k for k, v in pairs.items() if not v]
