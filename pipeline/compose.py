@@ -12,7 +12,6 @@ AUDIO_RATE = 48000
 AUDIO_BITRATE = "128k"
 FADE_IN = 1.0
 FADE_OUT = 1.5
-JPEG_QUALITY = "2"
 
 # The generated pad when a template has no music: a soft C major 9 chord of sines, each
 # partial detuned a little between left and right so the slow beating sounds wide and alive
@@ -20,6 +19,8 @@ JPEG_QUALITY = "2"
 PAD_PARTIALS = ((130.81, 1.0), (196.00, 0.8), (329.63, 0.55), (493.88, 0.35), (587.33, 0.25))
 PAD_DETUNE_HZ = 0.35
 PAD_TREMOLO = "tremolo=f=0.2:d=0.25"
+# Lifts the pad to roughly the level of mastered music, so music_volume_db means the same for both.
+PAD_GAIN_DB = 6
 
 
 def concat_with_music(
@@ -65,7 +66,7 @@ def make_cover(video: Path, cover: Path, at: float = 1.0) -> None:
         cover,
         lambda tmp: [
             ffmpeg.FFMPEG, "-ss", f"{when:.3f}", "-i", str(video), "-map", "0:v:0",
-            "-frames:v", "1", "-q:v", JPEG_QUALITY, str(tmp),
+            "-frames:v", "1", *ffmpeg.JPEG_ARGS, str(tmp),
         ],
         what=f"cover image from {video.name}",
     )
@@ -99,7 +100,7 @@ def _pad_graph(duration: float) -> str:
             chains.append(f"sine=f={freq + shift:.3f}:r={AUDIO_RATE}:d={length}[{side}{i}]")
             labels[side] += f"[{side}{i}]"
         chains.append(f"{labels[side]}amix=inputs={len(PAD_PARTIALS)}:weights={weights}:normalize=0[{side}]")
-    chains.append(f"[L][R]join=inputs=2:channel_layout=stereo,{PAD_TREMOLO}")
+    chains.append(f"[L][R]join=inputs=2:channel_layout=stereo,{PAD_TREMOLO},volume={PAD_GAIN_DB}dB")
     return ";".join(chains) + ","
 
 

@@ -37,6 +37,11 @@ GOP_SECONDS = 2
 # Tag what `conform_filter` actually converts to, so players do not guess BT.601 vs BT.709.
 COLOR_TAGS = ("-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv")
 
+# Still frames: JPEG (JFIF) means full-range BT.601. Without an explicit conversion ffmpeg only
+# changes the range, and the BT.709 colours come out visibly shifted (up to ~30 levels on
+# saturated greens) -- an error that would compound as each last frame seeds the next shot.
+JPEG_ARGS = ("-vf", "scale=out_color_matrix=bt601:out_range=pc,format=yuvj420p", "-q:v", "2")
+
 Command = Union[Sequence[str], Any]  # an argv list, or an ffmpeg-python stream/output node
 
 

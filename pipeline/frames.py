@@ -6,7 +6,6 @@ from pathlib import Path
 
 from pipeline import ffmpeg
 
-JPEG_QUALITY = "2"  # mjpeg qscale: 2 is near-lossless, which matters when a frame seeds a shot
 # Seek this far before the end and decode forward: long enough to always contain the last
 # frame (a GOP starts at or before the seek point), short enough to stay cheap.
 TAIL_SECONDS = 1.0
@@ -20,7 +19,7 @@ def extract_first_last(video: Path, first: Path, last: Path) -> None:
 def _first_frame_argv(video: Path, out: Path) -> list[str]:
     return [
         ffmpeg.FFMPEG, "-i", str(video), "-map", "0:v:0", "-frames:v", "1",
-        "-q:v", JPEG_QUALITY, str(out),
+        *ffmpeg.JPEG_ARGS, str(out),
     ]
 
 
@@ -29,5 +28,5 @@ def _last_frame_argv(video: Path, out: Path) -> list[str]:
     # true last frame; passthrough stops the muxer from dropping or duplicating frames by time.
     return [
         ffmpeg.FFMPEG, "-sseof", f"-{TAIL_SECONDS:g}", "-i", str(video), "-map", "0:v:0",
-        "-fps_mode", "passthrough", "-update", "1", "-q:v", JPEG_QUALITY, str(out),
+        "-fps_mode", "passthrough", "-update", "1", *ffmpeg.JPEG_ARGS, str(out),
     ]

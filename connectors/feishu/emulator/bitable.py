@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from . import records as rec
-from .errors import INVALID_FILTER, ApiError, bad_body
+from .errors import INVALID_FIELD_NAMES, INVALID_FILTER, ApiError, bad_body
 from .model import Record, Table
 from .state import State
 from .values import render_record
@@ -89,7 +89,7 @@ def _legacy_field_names(req: Request) -> Any:
     try:
         return json.loads(raw)
     except json.JSONDecodeError:
-        raise ApiError(1254024, "InvalidFieldNames: field_names must be a JSON array string") from None
+        raise ApiError(INVALID_FIELD_NAMES, "InvalidFieldNames: field_names must be a JSON array string") from None
 
 
 def list_records(state: State, req: Request) -> dict[str, Any]:

@@ -5,6 +5,7 @@ Cells are keyed by field_id (as Feishu stores them) and hold a compact
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -57,7 +58,7 @@ class Field:
             "ui_type": self.ui_type,
             "is_primary": self.is_primary,
             "is_hidden": False,
-            "property": self.property,
+            "property": copy.deepcopy(self.property),  # serialised after the lock is released
             "description": self.description,
         }
 

@@ -1,0 +1,109 @@
+"""Shared fixtures: a clean environment, a running emulator with a full table, a wired App."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import threading
+from pathlib import Path
+
+import pytest
+from lark_oapi.core.token.manager import TokenManager
+
+from connectors.feishu.emulator import Emulator
+from connectors.feishu.protocol import FieldType
+from sync.app import App, make_table
+from sync.columns import Columns
+from sync.settings import Settings
+
+TEST_TEMPLATES = Path(__file__).parent / "templates"
+ASSETS = Path(__file__).resolve().parent.parent / "sync" / "demo_assets"
+APP_ID, SECRET = "cli_test", "test-secret"
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch, tmp_path):
+    """Settings must come from what a test passes, never from the developer's shell or .env."""
+    for key in list(os.environ):
+        if key.startswith(("FEISHU_", "SHEETREEL_", "STORYBOARD_", "SEGMENT_", "POLL_", "FLUSH_")):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    # lark-oapi caches tenant tokens process-wide; a token from an earlier test's emulator is stale.
+    getattr(TokenManager.cache, "cache", {}).clear()
+
+
+def table_schema(overrides: dict[str, int] | None = None) -> list[tuple]:
+    schema = [(name, ftype) + ((({"options": [{"name": o} for o in opts]}),) if opts else ())
+              for name, ftype, opts in Columns().schema(["tiny", "pet-eating"])]
+    if overrides:
+        schema = [(n, overrides.get(n, t), *rest) for n, t, *rest in schema]
+    return schema
+
+
+class Sheet:
+    """An emulated base with one table, plus the settings that point SheetReel at it."""
+
+    def __init__(self, emu: Emulator, data_dir: Path, overrides: dict[str, int] | None = None, **settings):
+        self.emu = emu
+        self.app_token = emu.create_app(name="test")
+        self.table_id = emu.create_table(self.app_token, name="videos", fields=table_schema(overrides))
+        self.settings = Settings(
+            FEISHU_APP_ID=APP_ID,
+            FEISHU_APP_SECRET=SECRET,
+            FEISHU_APP_TOKEN=self.app_token,
+            FEISHU_TABLE_ID=self.table_id,
+            FEISHU_BASE_URL=emu.url,
+            SHEETREEL_DATA_DIR=data_dir,
+            SHEETREEL_TEMPLATES_DIR=TEST_TEMPLATES,
+            SHEETREEL_DEFAULT_TEMPLATE="tiny",
+            SHEETREEL_ALLOW_PRIVATE_URLS=True,
+            SHEETREEL_RETRY_BASE_SECONDS=0,
+            **settings,
+        )
+        self.cols = self.settings.columns
+
+    def add_rows(self, rows: list[dict]) -> list[str]:
+        return self.emu.add_records(self.app_token, self.table_id, rows)
+
+    def image_cell(self, name: str = "sample_2.jpg") -> list[dict]:
+        token = self.emu.upload_media(self.app_token, name, (ASSETS / name).read_bytes(), "image/jpeg")
+        return [{"file_token": token}]
+
+    def row(self, record_id: str) -> dict:
+        return self.emu.get_record(self.app_token, self.table_id, record_id)
+
+    def app(self) -> App:
+        return App(self.settings, make_table(self.settings))
+
+
+@pytest.fixture
+def emulator():
+    with Emulator(app_id=APP_ID, app_secret=SECRET) as emu:
+        emu.start()
+        yield emu
+
+
+@pytest.fixture
+def sheet(emulator, tmp_path) -> Sheet:
+    return Sheet(emulator, tmp_path / "data")
+
+
+@pytest.fixture
+def file_server(tmp_path):
+    """A loopback web server for image URLs: files under ./www, everything else 404."""
+    root = tmp_path / "www"
+    root.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(root), **kw)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
