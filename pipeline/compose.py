@@ -34,11 +34,12 @@ def concat_with_music(
 ) -> None:
     """One ffmpeg pass: segments joined by stream copy, plus looped music (or a pad), AAC stereo.
 
-    The output lasts exactly as long as the joined video: the bed is trimmed and faded to
-    `duration`, then padded with silence so `-shortest` always ends on the video's last frame.
+    The output ends with the joined video (AAC may run one audio frame, ~21 ms, longer): the
+    bed is trimmed and faded to `duration`, then padded with silence, so `-shortest` ends the
+    file on the video even when `duration` is a little off.
     """
-    if not segments:
-        raise MediaError("cannot compose a video without segments")
+    if not segments or duration <= 0:
+        raise MediaError(f"cannot compose {len(segments)} segments into {duration:g} s of video")
     if music is not None and not music.is_file():
         raise MediaError(f"music file {music.name} does not exist")
     listing = workdir / f"{out.stem}.concat.txt"

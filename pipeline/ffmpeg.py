@@ -40,7 +40,8 @@ COLOR_TAGS = ("-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc",
 # Still frames: JPEG (JFIF) means full-range BT.601. Without an explicit conversion ffmpeg only
 # changes the range, and the BT.709 colours come out visibly shifted (up to ~30 levels on
 # saturated greens) -- an error that would compound as each last frame seeds the next shot.
-JPEG_ARGS = ("-vf", "scale=out_color_matrix=bt601:out_range=pc,format=yuvj420p", "-q:v", "2")
+# 4:4:4 keeps the chroma the video has instead of subsampling it a second time.
+JPEG_ARGS = ("-vf", "scale=out_color_matrix=bt601:out_range=pc,format=yuvj444p", "-q:v", "2")
 
 Command = Union[Sequence[str], Any]  # an argv list, or an ffmpeg-python stream/output node
 
@@ -61,7 +62,6 @@ class MediaInfo(BaseModel):
 class FrameInfo(BaseModel):
     width: int
     height: int
-    tags: dict[str, str] = {}
 
 
 def encode_args(fps: int) -> list[str]:
@@ -81,10 +81,11 @@ def encode_args(fps: int) -> list[str]:
 
 
 def conform_filter(width: int, height: int) -> str:
-    """Filter tail any generator can append: exact size, BT.709 limited-range yuv420p, square pixels."""
+    """Filters any backend can end its graph with: cover-scale and centre-crop to exactly
+    width x height, BT.709 limited-range yuv420p, square pixels -- what `encode_args` tags."""
     return (
-        f"scale={width}:{height}:flags=bicubic:out_color_matrix=bt709:out_range=tv,"
-        f"format={PIX_FMT},setsar=1"
+        f"scale={width}:{height}:force_original_aspect_ratio=increase:flags=bicubic"
+        f":out_color_matrix=bt709:out_range=tv,crop={width}:{height},format={PIX_FMT},setsar=1"
     )
 
 
@@ -129,22 +130,20 @@ def probe(path: Path) -> MediaInfo:
 
 
 def probe_first_frame(path: Path) -> FrameInfo:
-    """Decode the first video frame (proving it decodes) and return its size and tags.
+    """Decode the first video frame (proving it decodes) and return its size.
 
     Raises MediaError when there is no decodable video frame.
     """
     what = f"cannot decode {path.name}"
     data = _ffprobe_json(
         ["-select_streams", "v:0", "-read_intervals", "%+#1", "-show_frames",
-         "-show_entries", "frame=width,height:frame_tags", str(path)],
+         "-show_entries", "frame=width,height", str(path)],
         what=what,
     )
     frames = data.get("frames") or []
     if not frames or not frames[0].get("width"):
         raise MediaError(f"{what}: no video frame found")
-    first = frames[0]
-    tags = {str(k): str(v).strip() for k, v in (first.get("tags") or {}).items()}
-    return FrameInfo(width=int(first["width"]), height=int(first["height"]), tags=tags)
+    return FrameInfo(width=int(frames[0]["width"]), height=int(frames[0]["height"]))
 
 
 def stderr_tail(stderr: bytes | str | None, lines: int = STDERR_TAIL_LINES) -> str:

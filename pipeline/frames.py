@@ -6,8 +6,9 @@ from pathlib import Path
 
 from pipeline import ffmpeg
 
-# Seek this far before the end and decode forward: long enough to always contain the last
-# frame (a GOP starts at or before the seek point), short enough to stay cheap.
+# Start this far before the end: ffmpeg seeks to the keyframe before that point and decodes
+# forward, so the last frame is always among those written, and a 5 s segment is not decoded
+# in full.
 TAIL_SECONDS = 1.0
 
 

@@ -34,7 +34,7 @@ class ProjectStore:
         return Session(self.engine, expire_on_commit=False)
 
     def paths(self, project: Project) -> ProjectPaths:
-        return ProjectPaths.of(self.data_dir, project.publish_date, project.template or "_invalid", project.id)
+        return ProjectPaths.of(self.data_dir, project.publish_date, project.template or "invalid-template", project.id)
 
     # -- projects ---------------------------------------------------------------------------
 

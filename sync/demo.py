@@ -12,6 +12,7 @@ from typing import Callable
 
 from connectors.feishu.emulator import Emulator
 from connectors.feishu.protocol import FieldType
+from storage import atomic
 from sync.app import App, make_table
 from sync.columns import Columns
 from sync.schema import check_columns, create_missing
@@ -59,7 +60,7 @@ def ensure_demo_table(emu: Emulator, data_dir: Path) -> DemoTable:
         return DemoTable(**json.loads(ids.read_text()))
     app_token = emu.create_app(name="SheetReel demo")
     table_id = emu.create_table(app_token, name="短视频生产", fields=[(Columns().title, FieldType.text)])
-    ids.write_text(json.dumps({"app_token": app_token, "table_id": table_id}))
+    atomic.write_text(ids, json.dumps({"app_token": app_token, "table_id": table_id}))
     return DemoTable(app_token, table_id)
 
 

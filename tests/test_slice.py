@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlmodel import select
 
 from connectors.feishu.lark_client import LarkBitable
 from connectors.feishu.protocol import FieldType
@@ -49,19 +50,14 @@ def assert_row_shows_completed(sheet: Sheet, table: LarkBitable, record_id: str,
         assert table.download_media(attachment["file_token"]) == local.read_bytes()
 
 
-def test_rows_become_videos_and_rows_show_them(sheet, file_server):
-    www, base = file_server
-    (www / "cat.jpg").write_bytes((ASSETS / "sample_1.jpg").read_bytes())
+def test_rows_become_videos_and_rows_show_them(sheet):
     cols = sheet.cols
-    attached, linked = sheet.add_rows([
-        good_row(sheet, "附件图"),
-        good_row(sheet, "链接图", **{cols.image: {"text": "cat", "link": f"{base}/cat.jpg"}, cols.shot_count: 3}),
-    ])
+    attached, longer = sheet.add_rows([good_row(sheet, "两段"), good_row(sheet, "三段", **{cols.shot_count: 3})])
     app = sheet.app()
     app.once()
 
     table = make_table(sheet.settings)
-    for record_id, shots in ((attached, 2), (linked, 3)):
+    for record_id, shots in ((attached, 2), (longer, 3)):
         project = app.store.by_record(sheet.table_id, record_id)
         assert project.state == ProjectState.completed, project.error
         assert project.shot_count == shots
@@ -88,13 +84,15 @@ BAD_ROWS = {
 def test_bad_row_fails_with_a_clear_error_and_others_complete(case, emulator, tmp_path, file_server):
     www, base = file_server
     (www / "page.html").write_text("<html>not an image</html>")
-    # Text columns for count and date, so the user can type anything into them, as some sheets do.
-    sheet = Sheet(emulator, tmp_path / "data", overrides={"段数": FieldType.text, "发布日期": FieldType.text})
+    (www / "cat.jpg").write_bytes((ASSETS / "sample_1.jpg").read_bytes())
+    # Images as links, count and date as text: the loosest sheet a user can make, so any input fits.
+    overrides = {"首帧图片": FieldType.url, "段数": FieldType.text, "发布日期": FieldType.text}
+    sheet = Sheet(emulator, tmp_path / "data", overrides=overrides)
     cells, expected = BAD_ROWS[case]
+    link = {sheet.cols.image: {"text": "猫", "link": f"{base}/cat.jpg"}}
     bad_cells = {k: (v if not isinstance(v, dict) else {**v, "link": v["link"].format(base=base)}) for k, v in cells.items()}
-    bad = good_row(sheet, "坏行", **bad_cells)
-    bad = {k: v for k, v in bad.items() if v is not None}
-    good, broken = sheet.add_rows([good_row(sheet, "好行"), bad])
+    bad = {k: v for k, v in good_row(sheet, "坏行", **{**link, **bad_cells}).items() if v is not None}
+    good, broken = sheet.add_rows([good_row(sheet, "好行", **link), bad])
     app = sheet.app()
     app.once()
 
@@ -140,7 +138,7 @@ def test_two_pollers_at_once_never_work_on_the_same_project(sheet):
     projects = store.projects()
     assert len(projects) == 4
     with store.session() as s:
-        runs = s.query(StepRun).all()
+        runs = s.exec(select(StepRun)).all()
     # Each step ran exactly once per project, whichever process ran it.
     assert sorted((r.project_id, r.step) for r in runs) == sorted(
         (p.id, step) for p in projects for step in ("storyboard", "segments", "compose")
@@ -172,7 +170,7 @@ def _mtimes(root: Path) -> dict[str, float]:
 
 def _step_count(store) -> int:
     with store.session() as s:
-        return s.query(StepRun).count()
+        return len(s.exec(select(StepRun)).all())
 
 
 def _env_of(sheet: Sheet) -> dict:

@@ -11,6 +11,7 @@ INVALID_PARAM = 10003
 SECRET_INVALID = 10014
 # ≥ 30 min so the SDK caches the token (it subtracts 10 min from expire).
 EXPIRE_S = 7200
+_HINT = "Please make a request with token attached."
 
 
 def _check_credentials(state: State, req: Request) -> None:
@@ -42,6 +43,6 @@ def check_bearer(state: State, req: Request) -> None:
     header = (req.headers.get("Authorization") or "").strip()
     scheme, _, token = header.partition(" ")
     if not header or scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(TOKEN_MISSING, "Missing access token for authorization. Please make a request with token attached.", 400)
+        raise ApiError(TOKEN_MISSING, f"Missing access token for authorization. {_HINT}", 400)
     if not state.token_valid(token.strip()):
-        raise ApiError(TOKEN_INVALID, "Invalid access token for authorization. Please make a request with token attached.", 400)
+        raise ApiError(TOKEN_INVALID, f"Invalid access token for authorization. {_HINT}", 400)

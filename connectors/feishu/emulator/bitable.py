@@ -32,10 +32,18 @@ def _table(state: State, req: Request) -> Table:
     return state.table(req.params["app_token"], req.params["table_id"])
 
 
-def _render(state: State, req: Request, table: Table, records: list[Record], **kw: Any) -> list[dict[str, Any]]:
-    text_as_array = kw.pop("text_as_array", True)
+def _render(
+    state: State,
+    req: Request,
+    table: Table,
+    records: list[Record],
+    names: frozenset[str] | None = None,
+    automatic: bool = False,
+    text_as_array: bool = True,
+) -> list[dict[str, Any]]:
+    # Attachment URLs point at the Host the client used to reach us.
     ctx = state.render_ctx(table, req.base_url, text_as_array)
-    return [render_record(table, r, ctx, **kw) for r in records]
+    return [render_record(table, r, ctx, names, automatic) for r in records]
 
 
 def list_tables(state: State, req: Request) -> dict[str, Any]:
@@ -64,10 +72,16 @@ def create_field(state: State, req: Request) -> dict[str, Any]:
             body.get("field_name"),
             body.get("type"),
             body.get("property"),
-            body.get("description") or "",
+            _description(body.get("description")),
             body.get("ui_type"),
         )
         return {"field": field.to_wire()}
+
+
+def _description(raw: Any) -> str:
+    if isinstance(raw, dict):
+        raw = raw.get("text")
+    return raw if isinstance(raw, str) else ""
 
 
 def search(state: State, req: Request) -> dict[str, Any]:
@@ -159,7 +173,7 @@ def batch_update(state: State, req: Request) -> dict[str, Any]:
         table = _table(state, req)
         targets = [rec.find(table, i.get("record_id") if isinstance(i, dict) else None) for i in items]
         prepared = [rec.prepare_cells(state, req.params["app_token"], table, _fields_of(i)) for i in items]
-        changed = [rec.apply(state, table, r, cells) for r, cells in zip(targets, prepared)]
+        changed = [rec.apply(state, table, r, cells) for r, cells in zip(targets, prepared, strict=True)]
         if any(changed):
             state.on_change()
         return {"records": _render(state, req, table, targets)}

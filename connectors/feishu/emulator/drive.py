@@ -117,8 +117,9 @@ def upload_part(state: State, req: Request) -> dict[str, Any]:
     if not 0 <= seq < session.block_num:
         raise _params_error(f"seq {seq} outside 0..{session.block_num - 1}")
     data = form["file"].data if "file" in form else b""
-    if size != len(data) or size != _expected_block(state, session, seq):
-        raise _params_error(f"block {seq} has {len(data)} bytes (size={size}), expected {_expected_block(state, session, seq)}")
+    if size != len(data) or size != _expected_block(state, session, seq):  # only the last block may be short
+        expected = _expected_block(state, session, seq)
+        raise _params_error(f"block {seq} has {len(data)} bytes (size={size}), expected {expected}")
     _check_checksum(_text(form, "checksum", required=False), data)
     with state.lock:
         session.parts[seq] = data

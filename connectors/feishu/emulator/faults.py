@@ -8,7 +8,6 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
@@ -55,9 +54,14 @@ class FaultPlan:
 class FaultInjector:
     """Decides, per call, which fault (if any) replaces the real answer."""
 
-    def __init__(self, plan: FaultPlan, injected: Counter[str], sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        plan: FaultPlan,
+        on_fault: Callable[[str], None],
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.plan = plan
-        self._injected = injected
+        self._on_fault = on_fault
         self._sleep = sleep
         self._rng = random.Random(plan.seed)
         self._targeted_calls = 0
@@ -75,11 +79,11 @@ class FaultInjector:
             # shift the dice for the next.
             rolls = [self._rng.random() for _ in range(4)]
         if plan.latency > 0:
-            self._count("latency")
+            self._on_fault("latency")
             self._sleep(plan.latency)
         kind = self._pick(plan, endpoint, index, rolls)
         if kind:
-            self._count(kind)
+            self._on_fault(kind)
         return kind
 
     @staticmethod
@@ -95,7 +99,3 @@ class FaultInjector:
         if rolls[3] < plan.server_error:
             return "server_error"
         return None
-
-    def _count(self, kind: str) -> None:
-        with self._lock:
-            self._injected[kind] += 1

@@ -6,6 +6,7 @@ day ranges in the base's timezone (Asia/Shanghai, which has no DST).
 """
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -22,11 +23,11 @@ OPERATORS = frozenset({
     "is", "isNot", "contains", "doesNotContain", "isEmpty", "isNotEmpty",
     "isGreater", "isGreaterEqual", "isLess", "isLessEqual",
 })
-_ORDERED = {
-    "isGreater": lambda a, b: a > b,
-    "isGreaterEqual": lambda a, b: a >= b,
-    "isLess": lambda a, b: a < b,
-    "isLessEqual": lambda a, b: a <= b,
+_ORDERED: dict[str, Callable[[Any, Any], bool]] = {
+    "isGreater": operator.gt,
+    "isGreaterEqual": operator.ge,
+    "isLess": operator.lt,
+    "isLessEqual": operator.le,
 }
 
 
@@ -98,18 +99,27 @@ def cell_text(field: m.Field, stored: Any) -> str:
     return str(stored)
 
 
-def _text_test(field: m.Field, op: str, values: list[str], _now: float) -> Callable[[Any], bool]:
+Test = Callable[[Any], bool]
+
+
+def _any_of(values: list[str], haystack: Callable[[Any], Any], negate: bool) -> Test:
+    """contains / doesNotContain: does any wanted value occur in the cell?"""
+    def test(stored: Any) -> bool:
+        return any(v in haystack(stored) for v in values) != negate
+    return test
+
+
+def _text_test(field: m.Field, op: str, values: list[str], _now: float) -> Test:
     target = values[0]
     if op in ("contains", "doesNotContain"):
-        hit = lambda s: any(v in cell_text(field, s) for v in values)  # noqa: E731
-        return hit if op == "contains" else (lambda s: not hit(s))
+        return _any_of(values, lambda s: cell_text(field, s), negate=op == "doesNotContain")
     if op in ("is", "isNot"):
         return lambda s: (cell_text(field, s) == target) == (op == "is")
     cmp = _ORDERED[op]
     return lambda s: s is not None and cmp(cell_text(field, s), target)
 
 
-def _number_test(field: m.Field, op: str, values: list[str], _now: float) -> Callable[[Any], bool]:
+def _number_test(field: m.Field, op: str, values: list[str], _now: float) -> Test:
     try:
         target = float(values[0])
     except ValueError:
@@ -122,7 +132,7 @@ def _number_test(field: m.Field, op: str, values: list[str], _now: float) -> Cal
     return lambda s: s is not None and cmp(float(s), target)
 
 
-def _select_test(field: m.Field, op: str, values: list[str], _now: float) -> Callable[[Any], bool]:
+def _select_test(field: m.Field, op: str, values: list[str], _now: float) -> Test:
     def chosen(s: Any) -> list[str]:
         return [] if s is None else ([s] if isinstance(s, str) else list(s))
 
@@ -135,12 +145,11 @@ def _select_test(field: m.Field, op: str, values: list[str], _now: float) -> Cal
             return lambda s: set(chosen(s)) != set(values)
         return lambda s: s != values[0]
     if op in ("contains", "doesNotContain"):
-        hit = lambda s: any(v in chosen(s) for v in values)  # noqa: E731
-        return hit if op == "contains" else (lambda s: not hit(s))
+        return _any_of(values, chosen, negate=op == "doesNotContain")
     raise invalid(f"{op} is not supported on select field {field.name!r}")
 
 
-def _checkbox_test(field: m.Field, op: str, values: list[str], _now: float) -> Callable[[Any], bool]:
+def _checkbox_test(field: m.Field, op: str, values: list[str], _now: float) -> Test:
     wanted = values[0].lower()
     if op not in ("is", "isNot") or wanted not in ("true", "false"):
         raise invalid(f"checkbox field {field.name!r} takes is ['true'|'false']")
@@ -148,7 +157,7 @@ def _checkbox_test(field: m.Field, op: str, values: list[str], _now: float) -> C
     return lambda s: ((s is True) == target) == (op == "is")
 
 
-def _date_test(field: m.Field, op: str, values: list[str], now_s: float) -> Callable[[Any], bool]:
+def _date_test(field: m.Field, op: str, values: list[str], now_s: float) -> Test:
     start, end = date_range(values, now_s)
     tests: dict[str, Callable[[int], bool]] = {
         "is": lambda v: start <= v < end,
@@ -208,7 +217,7 @@ def date_range(values: list[str], now_s: float) -> tuple[int, int]:
     return relative[values[0]]()
 
 
-_BUILDERS: dict[int, Callable[[m.Field, str, list[str], float], Callable[[Any], bool]]] = {
+_BUILDERS: dict[int, Callable[[m.Field, str, list[str], float], Test]] = {
     m.TEXT: _text_test,
     m.URL: _text_test,
     m.NUMBER: _number_test,
@@ -235,7 +244,10 @@ def sort_records(records: list[m.Record], spec: Any, table: m.Table) -> list[m.R
     """Stable multi-key sort; empty cells go last whatever the direction."""
     if not spec:
         return list(records)
-    if not isinstance(spec, list) or not all(isinstance(s, dict) and isinstance(s.get("field_name"), str) for s in spec):
+    well_formed = isinstance(spec, list) and all(
+        isinstance(s, dict) and isinstance(s.get("field_name"), str) for s in spec
+    )
+    if not well_formed:
         raise ApiError(INVALID_SORT, "InvalidSort: sort must be a list of {field_name, desc}")
     keys = []
     for item in spec:

@@ -91,7 +91,8 @@ def create_message(state: State, req: Request) -> dict[str, Any]:
         if uuid:
             # Same uuid within an hour: Feishu answers with the first message, sends nothing new.
             for entry in state.messages:
-                if entry.get("kind") == "im" and entry.get("uuid") == uuid and now - entry["create_time"] < UUID_WINDOW_MS:
+                recent = now - entry["create_time"] < UUID_WINDOW_MS
+                if entry.get("kind") == "im" and entry.get("uuid") == uuid and recent:
                     return _message_data(state, entry)
         entry = {
             "kind": "im",
@@ -163,4 +164,7 @@ def webhook(state: State, req: Request) -> Reply:
             "create_time": state.clock.tick(),
         })
         state.on_change()
-    return json_reply({"code": 0, "msg": "success", "data": {}, "Extra": None, "StatusCode": 0, "StatusMessage": "success"})
+    # The last three keys are the legacy shape custom-bot clients still check.
+    return json_reply({
+        "code": 0, "msg": "success", "data": {}, "Extra": None, "StatusCode": 0, "StatusMessage": "success",
+    })

@@ -51,7 +51,7 @@ class Field:
         return [o["name"] for o in (self.property or {}).get("options", [])]
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "field_id": self.field_id,
             "field_name": self.name,
             "type": self.type,
@@ -59,8 +59,11 @@ class Field:
             "is_primary": self.is_primary,
             "is_hidden": False,
             "property": copy.deepcopy(self.property),  # serialised after the lock is released
-            "description": self.description,
         }
+        if self.description:
+            # An object, not a string: the SDK's AppTableField model cannot parse a bare string.
+            out["description"] = {"disable_sync": True, "text": self.description}
+        return out
 
 
 @dataclass

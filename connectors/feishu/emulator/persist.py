@@ -20,7 +20,7 @@ FORMAT_VERSION = 1
 def load_state(path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
-    raw = json.loads(path.read_text(encoding="utf-8"))
+    raw: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     if raw.get("version") != FORMAT_VERSION:
         raise ValueError(f"{path}: unsupported emulator state version {raw.get('version')!r}")
     return raw

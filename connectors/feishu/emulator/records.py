@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping
 from typing import Any
 
 from . import model as m
@@ -149,7 +148,7 @@ def page_window(total: int, size: int, offset: int) -> tuple[slice, dict[str, An
     return slice(offset, end), meta
 
 
-def legacy_sort(raw: str | None) -> list[Mapping[str, Any]] | None:
+def legacy_sort(raw: str | None) -> list[dict[str, Any]] | None:
     """The list endpoint's sort is a JSON-array string like '["Created DESC"]'."""
     if not raw:
         return None

@@ -16,7 +16,7 @@ from . import auth, bitable, drive, messaging
 from .state import State
 from .wire import Reply, Request
 
-Handler = Callable[[State, Request], "Reply | Mapping[str, Any]"]
+Handler = Callable[[State, Request], Reply | Mapping[str, Any]]
 
 _TABLES = "/open-apis/bitable/v1/apps/{app_token}/tables"
 _TABLE = _TABLES + "/{table_id}"

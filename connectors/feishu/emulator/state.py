@@ -95,10 +95,11 @@ class State:
 
     # --- bases ---------------------------------------------------------------
     def create_app(self, name: str, app_token: str | None = None) -> str:
+        """Idempotent for a given token, so a demo can re-seed a persisted state."""
         with self.lock:
             token = app_token or new_id("bascn", 22)
             if token in self.apps:
-                raise ApiError(1254002, f"app {token} already exists")
+                return token
             self.apps[token] = m.App(token, name)
             self.on_change()
             return token
@@ -120,7 +121,7 @@ class State:
             app = self.app(app_token)
             table = m.Table(new_id("tbl", 13), name)
             for spec in fields or [("多行文本", m.TEXT)]:
-                prop = spec[2] if len(spec) > 2 else None  # type: ignore[misc]
+                prop = spec[2] if len(spec) > 2 else None
                 self.add_field(table, spec[0], spec[1], prop)
             app.tables[table.table_id] = table
             self.on_change()
@@ -144,7 +145,7 @@ class State:
         field = m.Field(
             field_id=new_id("fld", 10),
             name=name,
-            type=field_type,
+            type=int(field_type),  # callers may pass an IntEnum
             ui_type=ui_type or m.UI_TYPES[field_type],
             is_primary=not table.fields,
             property=_normalise_property(field_type, prop),
@@ -159,7 +160,8 @@ class State:
     def add_media(self, name: str, data: bytes, mime: str | None, parent_type: str, parent_node: str) -> m.Media:
         token = new_id("boxcn", 22)
         guessed = mimetypes.guess_type(name)[0]
-        media = m.Media(token, name, len(data), mime or guessed or DEFAULT_MIME, parent_type, parent_node, self.clock.tick())
+        mime = mime or guessed or DEFAULT_MIME
+        media = m.Media(token, name, len(data), mime, parent_type, parent_node, self.clock.tick())
         self.blobs.put(token, data)  # bytes first: metadata must never point at nothing
         with self.lock:
             self.media[token] = media

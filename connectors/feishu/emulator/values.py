@@ -2,7 +2,8 @@
 
 Writes are checked strictly, with the per-type conversion error codes, because
 the point of the emulator is to fail where Feishu would fail.  A JSON null, an
-empty string or an empty list clears a cell; cleared cells are absent on read.
+empty string, an empty list or an unticked checkbox clears a cell; cleared
+cells are absent on read.
 """
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ def _datetime(field: m.Field, value: Any, _: WriteContext) -> Any:
 def _checkbox(field: m.Field, value: Any, _: WriteContext) -> Any:
     if not isinstance(value, bool):
         raise _conv_error(1254065, "Checkbox", field, value)
-    return value
+    return value or None  # an unticked box is an empty cell: absent on read
 
 
 def _url(field: m.Field, value: Any, _: WriteContext) -> Any:
@@ -97,7 +98,10 @@ def _url(field: m.Field, value: Any, _: WriteContext) -> Any:
 
 
 def _attachment(field: m.Field, value: Any, ctx: WriteContext) -> Any:
-    if not isinstance(value, list) or not all(isinstance(v, dict) and isinstance(v.get("file_token"), str) for v in value):
+    well_formed = isinstance(value, list) and all(
+        isinstance(v, dict) and isinstance(v.get("file_token"), str) for v in value
+    )
+    if not well_formed:
         raise _conv_error(1254069, "Attach", field, value)
     tokens = [v["file_token"] for v in value]
     for token in tokens:
