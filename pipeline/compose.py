@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import ffmpeg
+from connectors import ffmpeg
 from storage import atomic
 from storage.errors import MediaError
 

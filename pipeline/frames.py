@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import ffmpeg
+from connectors import ffmpeg
 
 # Start this far before the end: ffmpeg seeks to the keyframe before that point and decodes
 # forward, so the last frame is always among those written, and a 5 s segment is not decoded

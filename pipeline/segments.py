@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from connectors.video.protocol import SegmentGenerator, SegmentRequest
-from pipeline import ffmpeg, frames
-from pipeline.models import Storyboard
+from connectors import ffmpeg
+from pipeline import frames
+from storage.storyboard import Storyboard
 from pipeline.templates import TemplateConfig
 from storage.paths import ProjectPaths
 

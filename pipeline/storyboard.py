@@ -8,7 +8,7 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
-from pipeline.models import Camera, Shot, Storyboard
+from storage.storyboard import Camera, Shot, Storyboard
 from pipeline.templates import TemplateConfig
 from storage.errors import BadInput
 

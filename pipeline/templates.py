@@ -5,9 +5,9 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from pipeline.models import Camera
+from storage.storyboard import Camera
 from storage.errors import BadInput, Permanent
 from storage.paths import safe_component
 
@@ -30,6 +30,14 @@ class TemplateConfig(BaseModel):
     music_volume_db: float = Field(default=-16.0, le=0)
     prompt_file: str = "storyboard_prompt.md"
     folder: Path
+
+    @field_validator("width", "height")
+    @classmethod
+    def _even(cls, v: int) -> int:
+        # H.264 in yuv420p cannot encode odd sizes; refuse the template, not every row using it.
+        if v % 2:
+            raise ValueError(f"video size must be even, got {v}")
+        return v
 
     @property
     def orientation(self) -> str:

@@ -104,6 +104,7 @@ class Project(SQLModel, table=True):
     # The stage to resume from on 重试 or after a crash; only ever a state with complete outputs.
     last_good: ProjectState = ProjectState.pending
     mode: Mode = Mode.auto
+    title: str = ""
     template: str = ""
     shot_count: int | None = None
     publish_date: date | None = None
@@ -119,7 +120,10 @@ class Project(SQLModel, table=True):
     final_duration: float | None = None
     attempts: int = 0
     retry_at: datetime | None = Field(default=None, sa_column=Column(AwareDateTime))
-    notified_state: str | None = None
+    # Set by 继续/重试/合成 in step mode: run the next stage once, then rest again.
+    advance_once: bool = False
+    # The row's modified time when we last consumed its 操作 cell: a re-read of the same edit is not a new action.
+    action_stamp: int | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(AwareDateTime, nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(AwareDateTime, nullable=False))
 
@@ -173,4 +177,32 @@ class UploadedFile(SQLModel, table=True):
     app_token: str = Field(primary_key=True)
     file_token: str
     size: int
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(AwareDateTime, nullable=False))
+
+
+class CancelRequest(SQLModel, table=True):
+    """取消 for a project some worker holds: a row of its own, so the worker's saves cannot erase it."""
+
+    project_id: str = Field(primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(AwareDateTime, nullable=False))
+
+
+class PollState(SQLModel, table=True):
+    """How far the poller has read a table, so a restart does not rescan it."""
+
+    table_id: str = Field(primary_key=True)
+    watermark_ms: int = 0
+
+
+class Notification(SQLModel, table=True):
+    """A chat message owed for one event; written with the transition, sent once, then marked."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: str = Field(index=True)
+    event: str
+    title: str = ""
+    body: str = Field(default="", sa_column=Column(Text))
+    sent_at: datetime | None = Field(default=None, sa_column=Column(AwareDateTime))
+    attempts: int = 0
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(AwareDateTime, nullable=False))

@@ -13,7 +13,18 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, delete, select
 
 from storage import meta
-from storage.models import OutboxEntry, Project, ProjectState, Segment, StepRun, UploadedFile, utcnow
+from storage.models import (
+    CancelRequest,
+    Notification,
+    OutboxEntry,
+    PollState,
+    Project,
+    ProjectState,
+    Segment,
+    StepRun,
+    UploadedFile,
+    utcnow,
+)
 from storage.paths import ProjectPaths
 
 
@@ -62,11 +73,24 @@ class ProjectStore:
             return False
         return True
 
-    def save(self, project: Project, segments: Iterable[Segment] = (), sheet: SheetUpdate | None = None) -> None:
-        """Write project, segments and the row's outbox entry in one transaction, then meta.json."""
-        self._commit(project, segments, sheet)
+    def save(
+        self,
+        project: Project,
+        segments: Iterable[Segment] = (),
+        sheet: SheetUpdate | None = None,
+        notify: Notification | None = None,
+    ) -> None:
+        """Write project, segments, the row's outbox entry and any chat message owed, in one
+        transaction, then meta.json."""
+        self._commit(project, segments, sheet, notify)
 
-    def _commit(self, project: Project, segments: Iterable[Segment], sheet: SheetUpdate | None) -> None:
+    def _commit(
+        self,
+        project: Project,
+        segments: Iterable[Segment],
+        sheet: SheetUpdate | None,
+        notify: Notification | None = None,
+    ) -> None:
         now = utcnow()
         project.updated_at = now
         with self.session() as s:
@@ -76,6 +100,8 @@ class ProjectStore:
                 s.merge(seg)
             if sheet is not None:
                 s.add(self._outbox_entry(project, sheet))
+            if notify is not None:
+                s.add(notify)
             s.commit()
         self.write_meta(project.id)
 
@@ -158,6 +184,67 @@ class ProjectStore:
                 entry.last_error = error
                 entry.next_attempt_at = next_attempt_at
                 s.add(entry)
+            s.commit()
+
+    def outbox_pending_for(self, record_id: str, column: str) -> bool:
+        """Whether a write of `column` to this record has not reached the sheet yet."""
+        with self.session() as s:
+            q = select(OutboxEntry.fields).where(OutboxEntry.record_id == record_id)
+            return any(column in json.loads(fields) for fields in s.exec(q))
+
+    # -- cancel requests ----------------------------------------------------------------------
+
+    def request_cancel(self, project_id: str) -> None:
+        with self.session() as s:
+            s.merge(CancelRequest(project_id=project_id))
+            s.commit()
+
+    def cancel_requested(self, project_id: str) -> bool:
+        with self.session() as s:
+            return s.get(CancelRequest, project_id) is not None
+
+    def clear_cancel(self, project_id: str) -> None:
+        with self.session() as s:
+            s.exec(delete(CancelRequest).where(CancelRequest.project_id == project_id))
+            s.commit()
+
+    def add_outbox(self, project: Project, sheet: SheetUpdate) -> None:
+        """A sheet write that changes no project row (e.g. clearing an action cell)."""
+        with self.session() as s:
+            s.add(self._outbox_entry(project, sheet))
+            s.commit()
+
+    # -- poll watermark and notifications ---------------------------------------------------
+
+    def watermark(self, table_id: str) -> int:
+        with self.session() as s:
+            row = s.get(PollState, table_id)
+            return row.watermark_ms if row else 0
+
+    def set_watermark(self, table_id: str, watermark_ms: int) -> None:
+        with self.session() as s:
+            s.merge(PollState(table_id=table_id, watermark_ms=watermark_ms))
+            s.commit()
+
+    def notifications_due(self) -> list[Notification]:
+        with self.session() as s:
+            q = select(Notification).where(Notification.sent_at == None).order_by(Notification.id)  # noqa: E711
+            return list(s.exec(q))
+
+    def notifications(self, project_id: str) -> list[Notification]:
+        with self.session() as s:
+            q = select(Notification).where(Notification.project_id == project_id).order_by(Notification.id)
+            return list(s.exec(q))
+
+    def mark_notification(self, note: Notification, error: str | None = None) -> None:
+        with self.session() as s:
+            row = s.get(Notification, note.id)
+            if error is None:
+                row.sent_at = utcnow()
+            else:
+                row.attempts += 1
+                row.last_error = error
+            s.add(row)
             s.commit()
 
     # -- uploaded attachments ---------------------------------------------------------------

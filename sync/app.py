@@ -65,10 +65,11 @@ class App:
             else:
                 fetcher.fetch(ref.url or "", dest)
 
+        self.locks = ProjectLocks(settings.data_dir / "locks")
         self.runner = ProjectRunner(
             RunnerDeps(
                 store=self.store,
-                locks=ProjectLocks(settings.data_dir / "locks"),
+                locks=self.locks,
                 templates=self.templates,
                 storyboarders={"template": TemplateStoryboarder()},
                 generators={"kenburns": KenBurnsGenerator()},
@@ -82,7 +83,7 @@ class App:
                 retry_base_seconds=settings.retry_base_seconds,
             )
         )
-        self.poller = Poller(table, self.store, settings.columns, self.templates, settings.tz, clock, settings.default_template)
+        self.poller = Poller(table, self.store, self.locks, settings.columns, self.templates, settings.tz, clock, settings.default_template)
         self.flusher = OutboxFlusher(self.store, table, clock, on_permanent=self._sheet_refused)
         self.pool = WorkerPool(self.runner.run, settings.workers)
 

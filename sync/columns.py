@@ -43,6 +43,8 @@ class Columns(BaseModel):
     cover: str = "封面"
     project_id: str = "项目ID"
     updated_at: str = "更新时间"
+    # A ModifiedTime field: lets a poll read only rows changed since the last one.
+    modified_time: str = "最后修改时间"
     max_segments: int = Field(default=20, ge=1, le=20)
 
     def segment(self, n: int) -> str:
@@ -51,6 +53,10 @@ class Columns(BaseModel):
 
     def user_columns(self) -> list[str]:
         return [self.image, self.scene, self.template, self.shot_count, self.publish_date, self.mode]
+
+    def read_columns(self) -> list[str]:
+        """What a poll needs to read of each row."""
+        return [self.title, *self.user_columns(), self.action, self.storyboard]
 
     def schema(self, templates: list[str]) -> list[tuple[str, int, list[str]]]:
         """(name, field type, select options) of every column, in sheet order; the title first."""
@@ -77,5 +83,6 @@ class Columns(BaseModel):
             (self.cover, FieldType.attachment, []),
             (self.project_id, FieldType.text, []),
             (self.updated_at, FieldType.datetime, []),
+            (self.modified_time, FieldType.modified_time, []),
         ]
         return cols

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -11,15 +13,25 @@ from typing import Callable
 
 from connectors.store.protocol import ObjectStore
 from connectors.video.protocol import SegmentGenerator
-from pipeline import compose, ffmpeg
-from pipeline.models import Storyboard
+from connectors import ffmpeg
+from pipeline import compose
+from storage.storyboard import Storyboard
 from pipeline.segments import SegmentResult, generate_segments
 from pipeline.storyboard import Storyboarder, to_text
 from pipeline.templates import TemplateLibrary
 from storage import atomic
-from storage.errors import BadInput, MediaError, SheetReelError, Transient
+from storage.errors import BadInput, Cancelled, MediaError, SheetReelError, Transient
 from storage.locks import ProjectLocks
-from storage.models import RESUME_FROM, Mode, Project, ProjectState, Segment, SegmentSource, SegmentState
+from storage.models import (
+    RESUME_FROM,
+    Mode,
+    Notification,
+    Project,
+    ProjectState,
+    Segment,
+    SegmentSource,
+    SegmentState,
+)
 from storage.repo import ProjectStore
 from sync import sheet_view
 from sync.columns import Columns
@@ -47,6 +59,15 @@ class RunnerDeps:
     max_attempts: int = 3
     retry_base_seconds: float = 5.0
     host: str = field(default_factory=socket.gethostname)
+    # The GPU host has this many generation slots; CPU stages of other projects run meanwhile.
+    gpu_slots: threading.Semaphore = field(default_factory=lambda: threading.BoundedSemaphore(1))
+    # Set on SIGTERM: running steps stop at their next safe point and checkpoint.
+    stopping: threading.Event = field(default_factory=threading.Event)
+    sheet_url: str = ""
+
+
+class Stopping(Exception):
+    """The process is shutting down; the step checkpoints and the project resumes on next start."""
 
 
 @dataclass(frozen=True)
@@ -79,15 +100,33 @@ class ProjectRunner:
             if project.state.is_running:
                 # We hold the lock, so whoever left it running is gone: resume from the last good stage.
                 project.state = RESUME_FROM[project.state]
+            if project.state.is_final:
+                self.d.store.clear_cancel(project.id)
             while (step := STEPS.get(project.state)) is not None:
-                if project.mode == Mode.step and project.state in RESTING and not advance_resting:
+                if project.mode == Mode.step and project.state in RESTING and not project.advance_once:
                     break
-                if project.retry_at and project.retry_at > self.d.clock():
+                if (project.retry_at and project.retry_at > self.d.clock()) or self.d.stopping.is_set():
                     break
-                advance_resting = False
+                if self.d.store.cancel_requested(project.id):
+                    self._cancelled(project)
+                    break
+                project.advance_once = False
                 if not self._attempt(project, step):
                     break
             return True
+
+    def _checkpoint(self, p: Project) -> None:
+        """A safe point inside a step: honour 取消 and shutdown here, never mid-write."""
+        if self.d.store.cancel_requested(p.id):
+            raise Cancelled("已取消")
+        if self.d.stopping.is_set():
+            raise Stopping()
+
+    def _cancelled(self, p: Project) -> None:
+        self.d.store.clear_cancel(p.id)
+        p.retry_at = None
+        self._save(p, ProjectState.cancelled, p.progress, "已取消", error="")
+        log.info("project cancelled project=%s record=%s", p.id, p.record_id)
 
     # -- transitions --------------------------------------------------------------------------
 
@@ -97,7 +136,16 @@ class ProjectRunner:
         self._save(p, step.running, pct, text, error="")
         log.info("step started project=%s record=%s step=%s attempt=%d", p.id, p.record_id, step.name, run.attempt)
         try:
+            self._checkpoint(p)
             getattr(self, f"_{step.name}")(p)
+        except Cancelled:
+            self.d.store.end_step(run, "已取消")
+            self._cancelled(p)
+            return False
+        except Stopping:
+            self.d.store.end_step(run, "进程退出，下次启动时继续")
+            self._save(p, p.last_good, p.progress, "等待继续")
+            return False
         except Exception as e:
             err = e if isinstance(e, SheetReelError) else None
             if err is None:
@@ -120,7 +168,7 @@ class ProjectRunner:
             return
         log.warning("step failed project=%s record=%s step=%s error=%s", p.id, p.record_id, step.name, err)
         p.retry_at = None
-        self._save(p, ProjectState.failed, p.progress, "失败", error=str(err))
+        self._save(p, ProjectState.failed, p.progress, "失败", error=str(err), notify=True)
 
     def _save(
         self,
@@ -133,6 +181,7 @@ class ProjectRunner:
         segments: tuple[Segment, ...] = (),
         extra: dict | None = None,
         attachments: dict[str, list[str]] | None = None,
+        notify: bool = False,
     ) -> None:
         p.state, p.progress, p.progress_text = state, progress, text
         if error is not None:
@@ -142,7 +191,18 @@ class ProjectRunner:
         all_segments = {s.index: s for s in self.d.store.segments(p.id)} | {s.index: s for s in segments}
         sheet = sheet_view.render(p, list(all_segments.values()), self.d.columns, self.d.clock(), attachments)
         sheet.fields.update(extra or {})
-        self.d.store.save(p, segments, sheet)
+        self.d.store.save(p, segments, sheet, self._notification(p) if notify else None)
+
+    def _notification(self, p: Project) -> Notification:
+        lines = [f"**状态**：{p.state.label}"]
+        if p.error:
+            lines.append(f"**错误**：{p.error}")
+        if p.final_url:
+            lines.append(f"**成片**：[{p.final_url}]({p.final_url})")
+        row = f"{self.d.sheet_url}?table={p.table_id}&record={p.record_id}" if self.d.sheet_url else ""
+        lines.append(f"**行**：[{p.record_id}]({row})" if row else f"**行**：{p.record_id}")
+        title = f"{'✅' if p.state == ProjectState.completed else '❌'} {p.title or p.scene[:20] or p.id} {p.state.label}"
+        return Notification(project_id=p.id, event=p.state.value, title=title, body="\n".join(lines))
 
     # -- stages ---------------------------------------------------------------------------------
 
@@ -171,6 +231,7 @@ class ProjectRunner:
         total = len(board.shots)
 
         def on_start(k: int) -> None:
+            self._checkpoint(p)
             seg = Segment(project_id=p.id, index=k, state=SegmentState.generating, source=SegmentSource.ai, backend=generator.name)
             self._save(p, ProjectState.generating, 10 + 75 * k // total, f"生成第{k + 1}/{total}段", segments=(seg,))
 
@@ -182,7 +243,8 @@ class ProjectRunner:
             )
             self._save(p, ProjectState.generating, 10 + 75 * (res.index + 1) // total, f"完成第{res.index + 1}/{total}段", segments=(seg,))
 
-        generate_segments(board, paths, template, lambda k: generator, done, on_start, on_done)
+        guarded = _SlotGuard(generator, self.d.gpu_slots)
+        generate_segments(board, paths, template, lambda k: guarded, done, on_start, on_done)
         self._save(p, ProjectState.segments_ready, 85, "视频段完成")
 
     def _compose(self, p: Project) -> None:
@@ -204,7 +266,7 @@ class ProjectRunner:
         p.cover_url = self.d.objects.put(paths.cover, self._key(p, "final/cover.jpg"))
         cols = self.d.columns
         files = {cols.final_video: [str(paths.final_video)], cols.cover: [str(paths.cover)]}
-        self._save(p, ProjectState.completed, 100, "已完成", error="", attachments=files)
+        self._save(p, ProjectState.completed, 100, "已完成", error="", attachments=files, notify=True)
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -222,6 +284,17 @@ class ProjectRunner:
             return self.d.generators[name]
         except KeyError:
             raise BadInput(f"视频段后端“{name}”未配置：可选 {', '.join(self.d.generators)}") from None
+
+
+class _SlotGuard:
+    """Holds a GPU slot for exactly the duration of one generation call, for GPU backends."""
+
+    def __init__(self, generator: SegmentGenerator, slots: threading.Semaphore):
+        self.inner, self.slots, self.name = generator, slots, generator.name
+
+    def generate(self, req) -> None:
+        with self.slots if getattr(self.inner, "uses_gpu", False) else nullcontext():
+            self.inner.generate(req)
 
 
 def _check_image(path: Path) -> None:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from connectors.feishu.lark_client import LarkBitable, make_lark_client
-from pipeline import ffmpeg
+from connectors import ffmpeg
 from pipeline.storyboard import from_text
 from sync.cli import main
 from sync.demo import DEMO_APP_ID, DEMO_SECRET, ensure_demo_table, open_emulator

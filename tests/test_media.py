@@ -12,11 +12,11 @@ from PIL import Image
 
 from connectors.video.kenburns import KenBurnsGenerator
 from connectors.video.protocol import SegmentGenerator, SegmentRequest
-from pipeline import ffmpeg
+from connectors import ffmpeg
 from pipeline.compose import concat_listing, concat_with_music, make_cover
 from pipeline.frames import extract_first_last
-from pipeline.models import Camera, Shot
 from storage.errors import MediaError
+from storage.storyboard import Camera, Shot
 
 W, H, FPS = 160, 288, 12
 

@@ -12,7 +12,7 @@ from sqlmodel import select
 
 from connectors.feishu.lark_client import LarkBitable
 from connectors.feishu.protocol import FieldType
-from pipeline import ffmpeg
+from connectors import ffmpeg
 from storage.models import ProjectState, StepRun
 from sync.app import make_store, make_table
 from sync.rows import text_of

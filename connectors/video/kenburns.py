@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from connectors.video.protocol import SegmentRequest
-from pipeline import ffmpeg
-from pipeline.models import Camera
+from connectors import ffmpeg
 from storage.errors import MediaError
+from storage.storyboard import Camera
 
 # zoompan crops at whole-pixel offsets of its input, and in a chroma-subsampled format it rounds
 # them to even pixels. Working in yuv444p on a canvas twice the output size makes each step a

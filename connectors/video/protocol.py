@@ -7,7 +7,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pipeline.models import Shot
+from storage.storyboard import Shot
 
 
 class SegmentRequest(BaseModel):
@@ -44,7 +44,7 @@ class SegmentGenerator(Protocol):
         """Write exactly `req.frame_count` frames of `req.width`x`req.height` H.264 to `req.out`.
 
         The file appears atomically (temp sibling, then rename) and uses
-        `pipeline.ffmpeg.encode_args(req.fps)`, so segments from any backend concatenate by
+        `connectors.ffmpeg.encode_args(req.fps)`, so segments from any backend concatenate by
         stream copy. Failures raise SheetReelError subclasses (MediaError for media problems).
         """
         ...

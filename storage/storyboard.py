@@ -1,4 +1,4 @@
-"""Typed data that flows between pipeline stages."""
+"""The storyboard document: saved as storyboard.json and in the DB, read by every stage."""
 
 from __future__ import annotations
 
