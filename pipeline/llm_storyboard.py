@@ -19,8 +19,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from connectors.llm import ChatClient, user_message
 from connectors import ffmpeg
+from connectors.llm import ChatClient, user_message
 from pipeline.templates import TemplateConfig
 from storage import atomic
 from storage.errors import BadInput, NotFound, Permanent, Transient
@@ -192,7 +192,7 @@ def _read_cache(path: Path, shot_count: int) -> Storyboard | None:
 
 # -- reading the reply -------------------------------------------------------------------------
 
-_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.S)
+_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
 _SECONDS_SUFFIX = "s秒 "
 
 

@@ -1,28 +1,14 @@
-"""Subtitle cues and their SRT form; shared by narration (TTS) and speech recognition."""
+"""SRT output for subtitle cues, from narration (TTS) or speech recognition alike."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
 
-from pydantic import BaseModel, Field, model_validator
-
 from storage import atomic
+from storage.cues import Cue
 
-
-class Cue(BaseModel):
-    """One subtitle line. `index` is the shot it belongs to (0-based); SRT numbers cues itself."""
-
-    index: int = Field(ge=0)
-    start: float = Field(ge=0)
-    end: float
-    text: str
-
-    @model_validator(mode="after")
-    def _ends_after_start(self) -> "Cue":
-        if self.end <= self.start:
-            raise ValueError(f"cue ends at {self.end:.3f}s, not after its start {self.start:.3f}s")
-        return self
+__all__ = ["Cue", "srt_time", "to_srt", "write_srt"]
 
 
 def to_srt(cues: Iterable[Cue]) -> str:

@@ -12,7 +12,8 @@ from typing import Callable
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from connectors.feishu.lark_client import LarkBitable, make_lark_client
-from connectors.feishu.protocol import BitableClient
+from connectors.feishu.messenger import LarkMessenger, WebhookMessenger
+from connectors.feishu.protocol import BitableClient, Messenger
 from connectors.fetch import ImageFetcher
 from connectors.store.local import LocalObjectStore
 from connectors.video.kenburns import KenBurnsGenerator
@@ -22,6 +23,7 @@ from storage import atomic
 from storage.db import make_engine
 from storage.locks import ProjectLocks
 from storage.repo import ProjectStore
+from sync.notify import Notifier
 from sync.outbox import OutboxFlusher
 from sync.poller import Poller
 from sync.rows import ImageRef
@@ -46,6 +48,15 @@ def make_table(settings: Settings) -> LarkBitable:
     return LarkBitable(client, settings.feishu_app_token, settings.feishu_table_id)
 
 
+def make_messenger(settings: Settings, table: BitableClient) -> Messenger | None:
+    """The IM bot when a chat id is set (reusing the table's SDK client), else a webhook, else none."""
+    if settings.feishu_chat_id and isinstance(table, LarkBitable):
+        return LarkMessenger(table.client, settings.feishu_chat_id)
+    if settings.feishu_webhook_url:
+        return WebhookMessenger(settings.feishu_webhook_url, settings.feishu_webhook_secret.get_secret_value())
+    return None
+
+
 def make_store(settings: Settings) -> ProjectStore:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return ProjectStore(make_engine(settings.db_url), settings.data_dir)
@@ -55,6 +66,7 @@ class App:
     def __init__(self, settings: Settings, table: BitableClient, clock: Callable[[], datetime] = utc_clock):
         self.settings, self.table, self.clock = settings, table, clock
         self.store = make_store(settings)
+        self.stopping = threading.Event()
         roots = [r for r in (settings.templates_dir, bundled_templates_dir()) if r]
         self.templates = TemplateLibrary(*roots)
         fetcher = ImageFetcher(settings.image_max_bytes, settings.allow_private_urls)
@@ -81,10 +93,17 @@ class App:
                 segment_backend=settings.segment_backend,
                 max_attempts=settings.max_attempts,
                 retry_base_seconds=settings.retry_base_seconds,
+                gpu_slots=threading.BoundedSemaphore(settings.gpu_slots),
+                stopping=self.stopping,
+                sheet_url=settings.feishu_sheet_url,
             )
         )
         self.poller = Poller(table, self.store, self.locks, settings.columns, self.templates, settings.tz, clock, settings.default_template)
-        self.flusher = OutboxFlusher(self.store, table, clock, on_permanent=self._sheet_refused)
+        self.flusher = OutboxFlusher(
+            self.store, table, clock, backoff_cap=settings.outbox_backoff_cap_seconds, on_permanent=self._sheet_refused
+        )
+        messenger = make_messenger(settings, table)
+        self.notifier = Notifier(self.store, messenger) if messenger else None
         self.pool = WorkerPool(self.runner.run, settings.workers)
 
     def _sheet_refused(self, project_id: str, message: str) -> None:
@@ -99,6 +118,8 @@ class App:
 
     def flush(self) -> None:
         self.flusher.flush()
+        if self.notifier:
+            self.notifier.flush()
 
     def once(self, timeout: float = 3600) -> None:
         """One poll, run everything it found to a resting point, write every result back."""
@@ -108,13 +129,13 @@ class App:
 
     def drain_outbox(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
-        while self.store.outbox_size():
+        while True:
             self.flush()
+            if not self.store.outbox_size():
+                return True
             if time.monotonic() > deadline:
                 return False
-            if self.store.outbox_size():
-                time.sleep(0.2)
-        return True
+            time.sleep(0.2)
 
     def run(self, stop: threading.Event) -> None:
         """Poll and flush on a schedule until `stop` is set, then let running steps finish."""
@@ -126,6 +147,8 @@ class App:
         try:
             stop.wait()
         finally:
+            # Running steps stop at their next safe point; their projects resume on the next start.
+            self.stopping.set()
             scheduler.shutdown(wait=True)
             self.pool.shutdown()
             self.drain_outbox(timeout=30)

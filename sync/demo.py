@@ -20,6 +20,7 @@ from sync.settings import Settings
 
 DEMO_APP_ID = "cli_sheetreel_demo"
 DEMO_SECRET = "sheetreel-demo-secret"
+DEMO_CHAT_ID = "oc_sheetreel_demo"
 ASSETS = Path(__file__).resolve().parent / "demo_assets"
 SAMPLES = [
     ("橘猫吃鱼", "一只橘猫在木地板上吃一碗鲜鱼，阳光从窗户照进来", "sample_1.jpg"),
@@ -43,6 +44,7 @@ def demo_settings(data_dir: Path, base_url: str, table: DemoTable, **overrides) 
         FEISHU_BASE_URL=base_url,
         SHEETREEL_DATA_DIR=data_dir,
         SHEETREEL_ALLOW_PRIVATE_URLS=True,
+        FEISHU_CHAT_ID=DEMO_CHAT_ID,
         POLL_INTERVAL_SECONDS=1.0,
         FLUSH_INTERVAL_SECONDS=0.5,
         **overrides,
@@ -111,6 +113,8 @@ def run_demo(
             worker.join()
         emu.stop()
         calls = dict(emu.calls)
+        messages = [m for m in emu.messages if m.get("receive_id") == DEMO_CHAT_ID]
+    on_progress(f"chat messages sent: {len(messages)}")
     on_progress("feishu api calls: " + ", ".join(f"{k}={v}" for k, v in sorted(calls.items())))
     from sync.report import project_rows
 
@@ -129,7 +133,7 @@ def _watch(app: App, say: Callable[[str], None], timeout: float) -> None:
                 seen[p.id] = line
                 say(f"{datetime.now():%H:%M:%S} {p.record_id} {line}")
         settled = projects and all(p.state.is_final for p in projects)
-        if settled and app.pool.busy() == 0 and app.store.outbox_size() == 0:
+        if settled and app.pool.busy() == 0 and app.store.outbox_size() == 0 and not app.store.notifications_due():
             return
         time.sleep(0.3)
     raise TimeoutError(f"demo did not finish within {timeout:.0f}s")

@@ -21,6 +21,12 @@ class Settings(BaseSettings):
     feishu_base_url: str = Field(default="https://open.feishu.cn", alias="FEISHU_BASE_URL")
     feishu_timeout: float = Field(default=30.0, alias="FEISHU_TIMEOUT_SECONDS", gt=0)
 
+    feishu_chat_id: str = Field(default="", alias="FEISHU_CHAT_ID")
+    feishu_webhook_url: str = Field(default="", alias="FEISHU_WEBHOOK_URL")
+    feishu_webhook_secret: SecretStr = Field(default=SecretStr(""), alias="FEISHU_WEBHOOK_SECRET")
+    # The base's web address (https://xxx.feishu.cn/base/<app_token>), for row links in messages.
+    feishu_sheet_url: str = Field(default="", alias="FEISHU_SHEET_URL")
+
     data_dir: Path = Field(default=Path("./data"), alias="SHEETREEL_DATA_DIR")
     database_url: str = Field(default="", alias="SHEETREEL_DATABASE_URL")
     public_base_url: str = Field(default="", alias="SHEETREEL_PUBLIC_BASE_URL")
@@ -34,6 +40,8 @@ class Settings(BaseSettings):
     poll_interval_seconds: float = Field(default=30.0, alias="POLL_INTERVAL_SECONDS", gt=0)
     flush_interval_seconds: float = Field(default=2.0, alias="FLUSH_INTERVAL_SECONDS", gt=0)
     workers: int = Field(default=2, alias="SHEETREEL_WORKERS", ge=1, le=64)
+    gpu_slots: int = Field(default=1, alias="SHEETREEL_GPU_SLOTS", ge=1, le=16)
+    outbox_backoff_cap_seconds: float = Field(default=300.0, alias="OUTBOX_BACKOFF_CAP_SECONDS", gt=0)
     max_attempts: int = Field(default=3, alias="SHEETREEL_MAX_ATTEMPTS", ge=1)
     retry_base_seconds: float = Field(default=5.0, alias="SHEETREEL_RETRY_BASE_SECONDS", ge=0)
 

@@ -8,10 +8,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from connectors.llm import OpenAIChat
 from fake_openai import FakeOpenAI, chat_json, chat_reply, error_reply
+
 from connectors import ffmpeg
+from connectors.llm import OpenAIChat
 from pipeline.llm_storyboard import LLMStoryboarder, ReplyError, parse_storyboard
 from pipeline.storyboard import Storyboarder
 from pipeline.templates import TemplateLibrary

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
+from fake_openai import FakeOpenAI, error_reply
 from pydub import AudioSegment
 
 from connectors.tts import OpenAISpeech
-from fake_openai import FakeOpenAI, error_reply
 from pipeline.narration import narrate, shot_starts, split_sentences, write_srt
 from pipeline.subtitles import Cue, srt_time, to_srt
 from storage.errors import AuthFailed, BadInput, RateLimited
 
 VOICE = "alloy"
 TOLERANCE = 0.010  # seconds
-SRT_BLOCK = re.compile(r"(\d+)\n(\d\d:\d\d:\d\d,\d{3}) --> (\d\d:\d\d:\d\d,\d{3})\n(.+?)\n(?:\n|$)", re.S)
+SRT_BLOCK = re.compile(r"(\d+)\n(\d\d:\d\d:\d\d,\d{3}) --> (\d\d:\d\d:\d\d,\d{3})\n(.+?)\n(?:\n|$)", re.DOTALL)
 
 
 @pytest.fixture

@@ -176,6 +176,7 @@ def test_large_file_goes_multipart(fake: FakeOss, tmp_path: Path):
             fake.counts["CompleteMultipartUpload"], fake.counts["PutObject"]) == (1, 4, 1, 0)
     assert fake.objects[BUCKET]["p1/big.mp4"].etag.endswith("-4")
     assert fake.objects[BUCKET]["p1/big.mp4"].crc == crc64_ecma(data)
+    assert fake.objects[BUCKET]["p1/big.mp4"].content_type == "video/mp4"
     assert not fake.uploads
     assert not any(p.is_file() for p in (tmp_path / "oss-ckpt").rglob("*")), "checkpoint kept after success"
 
@@ -186,21 +187,37 @@ def test_interrupted_multipart_upload_resumes_with_only_missing_parts(fake: Fake
     fake.fail("UploadPart", status=500, code="InternalError", nth=2)
 
     with pytest.raises(Transient) as err:
-        oss_store(fake, tmp_path).put(src, "p1/big.mp4")
+        oss_store(fake, tmp_path, upload_threads=1).put(src, "p1/big.mp4")
     assert not isinstance(err.value, RateLimited)
     assert fake.part_numbers() == [1, 2]  # part 2 failed on the wire; 3 and 4 never left
     assert any(p.is_file() for p in (tmp_path / "oss-ckpt").rglob("*")), "no checkpoint to resume from"
     before = len(fake.calls)
 
     # A new store object, as after a process restart: the checkpoint on disk is what resumes.
-    url = oss_store(fake, tmp_path).put(src, "p1/big.mp4")
-    resumed = [c for c in fake.calls[before:]]
+    url = oss_store(fake, tmp_path, upload_threads=1).put(src, "p1/big.mp4")
+    resumed = fake.calls[before:]
     assert [int(c.params["partNumber"]) for c in resumed if c.op == "UploadPart"] == [2, 3, 4]
     assert not any(c.op == "InitiateMultipartUpload" for c in resumed)
     assert any(c.op == "ListParts" for c in resumed)
     assert fake.counts["CompleteMultipartUpload"] == 1
     assert fetch(url) == data
     assert not fake.uploads
+
+
+def test_parallel_upload_resumes_only_the_part_that_failed(fake: FakeOss, tmp_path: Path):
+    data = payload(450 * KB, seed=5)
+    src = write(tmp_path / "big.mp4", data)
+    fake.fail("UploadPart", status=503, code="ServiceUnavailable", nth=3)
+    with pytest.raises(Transient):
+        oss_store(fake, tmp_path, upload_threads=3).put(src, "p1/big.mp4")
+    (upload,) = fake.uploads.values()
+    missing = sorted(set(range(1, 6)) - set(upload.parts))
+    assert len(missing) == 1  # the other threads finished their parts
+    before = len(fake.calls)
+
+    url = oss_store(fake, tmp_path, upload_threads=3).put(src, "p1/big.mp4")
+    assert [int(c.params["partNumber"]) for c in fake.calls[before:] if c.op == "UploadPart"] == missing
+    assert fetch(url) == data
 
 
 def test_signed_url_expires(fake: FakeOss, tmp_path: Path, clock: Clock):

@@ -42,7 +42,7 @@ class OssObjectStore:
         part_size: int = 10 * 1024 * 1024,
         checkpoint_dir: Path | None = None,
         public_base_url: str | None = None,
-        upload_threads: int = 1,
+        upload_threads: int = 3,
         connect_timeout: float = 30.0,
     ):
         if url_expiry_seconds <= 0:
@@ -160,7 +160,7 @@ def _from_server_error(doing: str, e: oss_errors.ServerError) -> SheetReelError:
 
 
 def _retry_after(e: oss_errors.ServerError) -> float | None:
-    value = (e.headers or {}).get("Retry-After") if hasattr(e.headers, "get") else None
+    value = (e.headers or {}).get("Retry-After")
     try:
         return float(value) if value is not None else None
     except ValueError:
