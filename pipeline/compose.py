@@ -1,17 +1,23 @@
-"""Final assembly: join uniform segments without re-encoding and lay a music bed under them."""
+"""Final assembly in one ffmpeg pass.
+
+`compose` takes a `ComposeSpec`: segments joined by stream copy when nothing visual is asked
+for, otherwise one re-encode with transitions, logo and burned subtitles; the soundtrack
+(`pipeline.audio_mix`) rides in the same pass. `concat_with_music` is the older, copy-only
+entry point the runner still uses.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from connectors import ffmpeg
+from pipeline import audio_mix
+from pipeline.audio_mix import AUDIO_BITRATE, AUDIO_RATE, FADE_IN, FADE_OUT
+from pipeline.compose_plan import ComposeSpec, decorate_graph, join_graph, needs_reencode
 from storage import atomic
 from storage.errors import MediaError
-
-AUDIO_RATE = 48000
-AUDIO_BITRATE = "128k"
-FADE_IN = 1.0
-FADE_OUT = 1.5
 
 # The generated pad when a template has no music: a soft C major 9 chord of sines, each
 # partial detuned a little between left and right so the slow beating sounds wide and alive
@@ -21,6 +27,66 @@ PAD_DETUNE_HZ = 0.35
 PAD_TREMOLO = "tremolo=f=0.2:d=0.25"
 # Lifts the pad to roughly the level of mastered music, so music_volume_db means the same for both.
 PAD_GAIN_DB = 6
+
+class ComposeResult(BaseModel):
+    video: Path
+    cover: Path | None
+    duration: float  # measured on the written file, seconds
+    reencoded: bool  # False: the segments' H.264 was copied untouched
+    levels: audio_mix.Levels  # loudness of the sources before gain, for the logs
+
+
+def compose(spec: ComposeSpec, out: Path, workdir: Path, *, cover: Path | None = None) -> ComposeResult:
+    """Write the final H.264/AAC MP4 in one ffmpeg pass, then a JPEG cover (`out`.jpg by default).
+
+    Copies the video stream when the segments share the format and nothing visual is asked
+    for; otherwise re-encodes once. The soundtrack is always encoded, silent when there is
+    neither music nor narration, so that players see an audio track.
+    """
+    infos = [ffmpeg.probe(seg) for seg in spec.segments]
+    conform = [not _in_shared_format(info, spec) for info in infos]
+    copy = not needs_reencode(spec) and not any(conform)
+    separate = spec.has_transitions or any(conform)
+    if separate:
+        _check_lengths(spec, infos)
+    duration = spec.total_duration if separate else sum(info.duration for info in infos)
+
+    args, next_input = _video_inputs(spec, workdir, out, separate)
+    logo_input = None
+    if spec.logo is not None and not copy:
+        args += ["-i", str(spec.logo.path)]
+        logo_input, next_input = next_input, next_input + 1
+    audio = audio_mix.plan_audio(spec, duration, next_input, workdir)
+    args += audio.inputs
+    next_input += sum(1 for a in audio.inputs if a == "-i")
+    soft = spec.subtitles is not None and spec.subtitles.mode == "soft"
+    if soft:
+        assert spec.subtitles is not None
+        args += ["-i", str(spec.subtitles.srt)]
+
+    graphs = [audio.graph]
+    if not copy:
+        source = "joined" if separate else "0:v:0"
+        video_graph = decorate_graph(spec, source, logo_input)
+        graphs[:0] = [join_graph(spec, conform), video_graph] if separate else [video_graph]
+    outputs = [
+        "-filter_complex", ";".join(graphs),
+        "-map", "0:v:0" if copy else "[vout]", "-map", "[aout]",
+        *(["-c:v", "copy"] if copy else _video_codec_args(spec)),
+        *(_soft_subtitle_args(next_input, spec) if soft else []),
+        "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-ar", str(AUDIO_RATE), "-ac", "2",
+        "-shortest", "-map_metadata", "-1", "-movflags", "+faststart",
+    ]
+    ffmpeg.run_to(out, lambda tmp: [ffmpeg.FFMPEG, *args, *outputs, str(tmp)], what="composing the final video")
+
+    cover_path = None
+    if spec.cover_at is not None:
+        cover_path = cover or out.with_suffix(".jpg")
+        make_cover(out, cover_path, at=spec.cover_at)
+    return ComposeResult(
+        video=out, cover=cover_path, duration=ffmpeg.probe(out).duration, reencoded=not copy,
+        levels=audio.levels,
+    )
 
 
 def concat_with_music(
@@ -118,3 +184,50 @@ def _bed_filters(duration: float, volume_db: float) -> str:
         # Silence after the bed lets -shortest end the file on the video, never on the audio.
         "apad",
     ])
+
+
+def _in_shared_format(info: ffmpeg.MediaInfo, spec: ComposeSpec) -> bool:
+    """What stream-copy joining needs to hold for every segment (what `encode_args` writes)."""
+    return (
+        info.video_codec == "h264" and info.pix_fmt == ffmpeg.PIX_FMT
+        and (info.width, info.height) == (spec.width, spec.height)
+        and info.fps is not None and abs(info.fps - spec.fps) < 0.01
+    )
+
+
+def _check_lengths(spec: ComposeSpec, infos: list[ffmpeg.MediaInfo]) -> None:
+    # A segment shorter than planned would shift every later transition; say so instead.
+    for i, (planned, info) in enumerate(zip(spec.durations, infos)):
+        if info.duration < planned - 1.5 / spec.fps:
+            raise MediaError(
+                f"segment {i} ({spec.segments[i].name}) lasts {info.duration:.2f} s, "
+                f"shorter than the planned {planned:g} s"
+            )
+
+
+def _video_inputs(spec: ComposeSpec, workdir: Path, out: Path, separate: bool) -> tuple[list[str], int]:
+    """Input arguments for the segments and the index of the next input."""
+    if separate:
+        args = [a for seg in spec.segments for a in ("-i", str(seg))]
+        return args, len(spec.segments)
+    listing = workdir / f"{out.stem}.concat.txt"
+    atomic.write_text(listing, concat_listing(spec.segments))
+    return ["-f", "concat", "-safe", "0", "-i", str(listing)], 1
+
+
+def _video_codec_args(spec: ComposeSpec) -> list[str]:
+    """The shared segment encoding (see connectors.ffmpeg.encode_args) with the spec's preset."""
+    gop = str(max(1, spec.fps * ffmpeg.GOP_SECONDS))
+    return [
+        "-c:v", ffmpeg.VIDEO_CODEC, "-preset", spec.preset, "-crf", str(spec.crf),
+        "-profile:v", ffmpeg.X264_PROFILE, "-pix_fmt", ffmpeg.PIX_FMT,
+        "-r", str(spec.fps), "-fps_mode", "cfr", "-g", gop, *ffmpeg.COLOR_TAGS,
+    ]
+
+
+def _soft_subtitle_args(index: int, spec: ComposeSpec) -> list[str]:
+    assert spec.subtitles is not None
+    return [
+        "-map", f"{index}:s:0", "-c:s", "mov_text",
+        "-metadata:s:s:0", f"language={spec.subtitles.language}",
+    ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -98,7 +98,8 @@ class App:
                 sheet_url=settings.feishu_sheet_url,
             )
         )
-        self.poller = Poller(table, self.store, self.locks, settings.columns, self.templates, settings.tz, clock, settings.default_template)
+        self.poller = Poller(table, self.store, self.locks, settings.columns, self.templates, settings.tz, clock,
+                             settings.default_template, timedelta(minutes=settings.full_scan_minutes))
         self.flusher = OutboxFlusher(
             self.store, table, clock, backoff_cap=settings.outbox_backoff_cap_seconds, on_permanent=self._sheet_refused
         )

@@ -4,7 +4,7 @@ which projects can run now."""
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Callable, Iterator
 
 from connectors.feishu.protocol import BitableClient, FieldType, Record
@@ -29,8 +29,6 @@ RUNNABLE = (
     ProjectState.generating,
     ProjectState.composing,
 )
-# Rows modified this close to the watermark are read again: two edits can share a millisecond.
-OVERLAP_MS = 2000
 
 
 class Poller:
@@ -44,14 +42,22 @@ class Poller:
         tz,
         clock: Callable[[], datetime],
         default_template: str,
+        full_scan_every: timedelta = timedelta(hours=1),
     ):
         self.table, self.store, self.locks, self.cols = table, store, locks, columns
         self.templates, self.tz, self.clock, self.default_template = templates, tz, clock, default_template
         self.actions = Actions(store)
+        self.full_scan_every = full_scan_every
         self._fields: dict[str, int] | None = None
+        self._last_full_scan: datetime | None = None
 
     def poll(self) -> list[str]:
         watermark = self.store.watermark(self.table.table_id)
+        now = self.clock()
+        if self._last_full_scan is None or now - self._last_full_scan >= self.full_scan_every:
+            # A periodic full read catches anything an incremental read could miss (a row whose
+            # modified time lagged behind its visibility); in between, polls cost one call.
+            watermark, self._last_full_scan = 0, now
         newest, deferred = watermark, []
         for record in self._changed_since(watermark):
             modified = record.last_modified_time or 0
@@ -91,7 +97,8 @@ class Poller:
             return
         newest_first = [{"field_name": self.cols.modified_time, "desc": True}]
         for record in self.table.search(sort=newest_first, field_names=names):
-            if (record.last_modified_time or 0) <= watermark - OVERLAP_MS:
+            # Rows at exactly the watermark are read again: two edits can share a millisecond.
+            if (record.last_modified_time or 0) < watermark:
                 return
             yield record
 

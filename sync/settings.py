@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     segment_backend: str = Field(default="kenburns", alias="SEGMENT_BACKEND")
 
     poll_interval_seconds: float = Field(default=30.0, alias="POLL_INTERVAL_SECONDS", gt=0)
+    full_scan_minutes: float = Field(default=60.0, alias="POLL_FULL_SCAN_MINUTES", gt=0)
     flush_interval_seconds: float = Field(default=2.0, alias="FLUSH_INTERVAL_SECONDS", gt=0)
     workers: int = Field(default=2, alias="SHEETREEL_WORKERS", ge=1, le=64)
     gpu_slots: int = Field(default=1, alias="SHEETREEL_GPU_SLOTS", ge=1, le=16)

@@ -58,7 +58,7 @@ class OssObjectStore:
         # Resume records hold the upload id and file path (no secrets); they must outlive the
         # process so that a restart resumes instead of re-sending every part.
         self.checkpoint_dir = Path(checkpoint_dir or Path(tempfile.gettempdir()) / "sheetreel-oss-upload")
-        with _translated(f"OSS bucket “{bucket}”"):
+        with _translated(f"配置 OSS bucket “{bucket}”"):
             # The secret goes into oss2.Auth only; this object keeps no copy of it.
             self._bucket = oss2.Bucket(
                 oss2.Auth(access_key_id, access_key_secret), endpoint, bucket, connect_timeout=connect_timeout

@@ -1,0 +1,223 @@
+"""What the final video should look like (`ComposeSpec`) and the video half of its filtergraph.
+
+The spec is plain data the runner builds from a template; `pipeline.compose` turns it into one
+ffmpeg command. Filtergraph text is built here, audio in `pipeline.audio_mix`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from connectors import ffmpeg
+
+Transition = Literal[
+    "none", "fade", "dissolve", "fadeblack", "fadewhite", "wipeleft", "wiperight", "wipeup",
+    "wipedown", "slideleft", "slideright", "slideup", "slidedown", "smoothleft", "smoothright",
+    "circleopen", "circleclose", "radial", "pixelize", "zoomin",
+]
+Corner = Literal["top-left", "top-right", "bottom-left", "bottom-right"]
+
+# SRT cues reach libass as an ASS script whose canvas ffmpeg declares as 384x288; sizes in
+# force_style are in those units, so a size relative to the frame height is scaled by this.
+ASS_PLAY_RES_Y = 288
+# Characters that end or quote a token at either filtergraph level (see `filter_arg`).
+_OPTION_SPECIALS = re.compile(r"([\\':\s])")
+_GRAPH_SPECIALS = re.compile(r"([\\'\[\],;\s])")
+
+
+class LogoSpec(BaseModel):
+    path: Path
+    position: Corner = "bottom-right"
+    margin: int = Field(default=24, ge=0, description="pixels from both edges of the corner")
+    scale: float = Field(default=0.12, gt=0, le=1, description="logo width as a fraction of video width")
+    opacity: float = Field(default=0.8, ge=0, le=1)
+
+
+class SubtitleSpec(BaseModel):
+    srt: Path
+    mode: Literal["burn", "soft"] = "burn"
+    font: str = "Noto Sans CJK SC"
+    font_size: float = Field(default=0.045, gt=0, le=0.5, description="fraction of video height")
+    outline: float = Field(default=2.0, ge=0, le=20, description="outline width, pixels")
+    margin_v: int = Field(default=48, ge=0, description="pixels above the bottom edge")
+    colour: str = Field(default="#FFFFFF", pattern=r"^#[0-9A-Fa-f]{6}$")
+    outline_colour: str = Field(default="#000000", pattern=r"^#[0-9A-Fa-f]{6}$")
+    language: str = Field(default="chi", pattern=r"^[a-z]{3}$", description="ISO 639-2 tag of a soft track")
+
+
+class ComposeSpec(BaseModel):
+    segments: list[Path] = Field(min_length=1)
+    durations: list[float] = Field(min_length=1, description="planned seconds of each segment")
+    width: int = Field(ge=16, le=3840)
+    height: int = Field(ge=16, le=3840)
+    fps: int = Field(ge=1, le=60)
+    transition: Transition = "none"
+    transition_duration: float = Field(default=0.5, gt=0, le=5)
+    logo: LogoSpec | None = None
+    subtitles: SubtitleSpec | None = None
+    narration: Path | None = None  # one track already on the final timeline (0 s = video start)
+    music: Path | None = None
+    music_volume_db: float = Field(default=-16.0, le=0, description="bed level below the narration")
+    duck_db: float = Field(default=10.0, ge=0, le=60, description="extra music drop under narration")
+    loudness_lufs: float = Field(default=-14.0, ge=-40, le=-5)
+    cover_at: float | None = 1.0
+    preset: str = "veryfast"
+    crf: int = Field(default=ffmpeg.X264_CRF, ge=0, le=51)
+
+    @field_validator("width", "height")
+    @classmethod
+    def _even(cls, v: int) -> int:
+        if v % 2:  # yuv420p H.264 cannot encode odd sizes
+            raise ValueError(f"video size must be even, got {v}")
+        return v
+
+    @field_validator("durations")
+    @classmethod
+    def _positive(cls, v: list[float]) -> list[float]:
+        if any(d <= 0 for d in v):
+            raise ValueError(f"segment durations must be positive, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ComposeSpec:
+        if len(self.durations) != len(self.segments):
+            raise ValueError(f"{len(self.segments)} segments but {len(self.durations)} durations")
+        if self.has_transitions and self.transition_duration >= min(self.durations):
+            raise ValueError(
+                f"transition of {self.transition_duration:g} s does not fit a {min(self.durations):g} s segment"
+            )
+        return self
+
+    @property
+    def has_transitions(self) -> bool:
+        return self.transition != "none" and len(self.segments) > 1
+
+    @property
+    def overlap(self) -> float:
+        """Seconds each join takes away from the timeline (xfade plays both sides at once)."""
+        return self.transition_duration if self.has_transitions else 0.0
+
+    @property
+    def total_duration(self) -> float:
+        return sum(self.durations) - (len(self.durations) - 1) * self.overlap
+
+    def shot_starts(self) -> list[float]:
+        """When each segment starts on the final timeline: where narration and cues must go."""
+        starts, t = [], 0.0
+        for d in self.durations:
+            starts.append(t)
+            t += d - self.overlap
+        return starts
+
+
+def needs_reencode(spec: ComposeSpec) -> bool:
+    """False when the segments can be joined by stream copy (soft subtitles are only muxed)."""
+    burn = spec.subtitles is not None and spec.subtitles.mode == "burn"
+    return spec.has_transitions or spec.logo is not None or burn
+
+
+def xfade_offsets(durations: list[float], overlap: float) -> list[float]:
+    """Offset of each join k (segment k+1 onto what came before), measured on the joined stream."""
+    offsets, length = [], durations[0]
+    for d in durations[1:]:
+        offsets.append(length - overlap)
+        length += d - overlap
+    return offsets
+
+
+def join_graph(spec: ComposeSpec, conform: list[bool]) -> str:
+    """Separate segment inputs 0..n-1 joined into [joined]: xfade chain, or concat without one.
+
+    `conform[i]` marks a segment not in the shared format: it is scaled and resampled first,
+    because xfade and concat refuse inputs that differ in size, rate or time base.
+    """
+    chains = []
+    for i, (d, fix) in enumerate(zip(spec.durations, conform)):
+        fit = f"{ffmpeg.conform_filter(spec.width, spec.height)},fps={spec.fps}," if fix else ""
+        # Trimming to the plan keeps every xfade offset where the arithmetic put it.
+        chains.append(f"[{i}:v:0]{fit}trim=duration={d:.6f},setpts=PTS-STARTPTS[s{i}]")
+    n = len(spec.segments)
+    if not spec.has_transitions:
+        chains.append("".join(f"[s{i}]" for i in range(n)) + f"concat=n={n}:v=1:a=0[joined]")
+        return ";".join(chains)
+    prev = "s0"
+    for k, offset in enumerate(xfade_offsets(spec.durations, spec.overlap), start=1):
+        label = "joined" if k == n - 1 else f"x{k}"
+        chains.append(
+            f"[{prev}][s{k}]xfade=transition={spec.transition}"
+            f":duration={spec.transition_duration:.6f}:offset={offset:.6f}[{label}]"
+        )
+        prev = label
+    return ";".join(chains)
+
+
+def decorate_graph(spec: ComposeSpec, source: str, logo_input: int | None) -> str:
+    """[source] -> logo overlay -> burned subtitles -> [vout] in the output pixel format."""
+    chains, current = [], source
+    if spec.logo is not None and logo_input is not None:
+        chains.append(_logo_chain(spec, logo_input))
+        chains.append(f"[{current}][logo]overlay={_corner_xy(spec.logo)}:format=auto[withlogo]")
+        current = "withlogo"
+    steps = []
+    if spec.subtitles is not None and spec.subtitles.mode == "burn":
+        steps.append(subtitles_filter(spec.subtitles, spec.height))
+    steps.append(f"format={ffmpeg.PIX_FMT}")
+    chains.append(f"[{current}]{','.join(steps)}[vout]")
+    return ";".join(chains)
+
+
+def subtitles_filter(subs: SubtitleSpec, height: int) -> str:
+    units = ASS_PLAY_RES_Y / height  # pixels -> ASS script units
+    style = ",".join([
+        f"FontName={subs.font}",
+        f"FontSize={subs.font_size * ASS_PLAY_RES_Y:.2f}",
+        f"PrimaryColour={ass_colour(subs.colour)}",
+        f"OutlineColour={ass_colour(subs.outline_colour)}",
+        "BorderStyle=1",
+        f"Outline={subs.outline * units:.2f}",
+        "Shadow=0",
+        "Alignment=2",  # bottom centre
+        f"MarginV={round(subs.margin_v * units)}",
+    ])
+    return (
+        f"subtitles=filename={filter_arg(str(subs.srt.resolve()))}"
+        f":charenc=UTF-8:force_style={filter_arg(style)}"
+    )
+
+
+def ass_colour(hex_rgb: str) -> str:
+    """'#RRGGBB' -> ASS '&H00BBGGRR' (alpha first, 00 = opaque, then blue-green-red)."""
+    r, g, b = hex_rgb[1:3], hex_rgb[3:5], hex_rgb[5:7]
+    return f"&H00{b}{g}{r}".upper()
+
+
+def filter_arg(value: str) -> str:
+    """Escape a value for an option inside a -filter_complex graph.
+
+    ffmpeg unescapes twice: the graph parser first (where [ ] , ; end a filter), then the
+    filter's option parser (where : ends an option). Both honour backslash escapes and strip
+    unescaped surrounding whitespace, so escape for the inner level, then the outer one.
+    """
+    inner = _OPTION_SPECIALS.sub(r"\\\1", value)
+    return _GRAPH_SPECIALS.sub(r"\\\1", inner)
+
+
+def _logo_chain(spec: ComposeSpec, logo_input: int) -> str:
+    assert spec.logo is not None
+    width = max(2, round(spec.width * spec.logo.scale))
+    # One decoded still: overlay repeats its last frame, so the PNG is never decoded again.
+    return (
+        f"[{logo_input}:v:0]scale={width}:-1:flags=lanczos,format=rgba,"
+        f"colorchannelmixer=aa={spec.logo.opacity:.3f}[logo]"
+    )
+
+
+def _corner_xy(logo: LogoSpec) -> str:
+    m = logo.margin
+    x = f"{m}" if logo.position.endswith("left") else f"main_w-overlay_w-{m}"
+    y = f"{m}" if logo.position.startswith("top") else f"main_h-overlay_h-{m}"
+    return f"x={x}:y={y}"

@@ -1,0 +1,198 @@
+"""The diffusers backend against a real (tiny, randomly initialised) Stable Video Diffusion pipeline.
+
+The model is built from tiny configs, saved with save_pretrained, and then loaded only through
+DiffusersGenerator's own loader, exactly as real local weights would be. Skipped when the
+optional `gpu` extra (torch, diffusers, transformers) is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="the diffusers backend needs the optional gpu extra (torch)")
+pytest.importorskip("diffusers", reason="the diffusers backend needs the optional gpu extra (diffusers)")
+pytest.importorskip("transformers", reason="the diffusers backend needs the optional gpu extra (transformers)")
+
+from connectors.video.diffusers_i2v import (  # noqa: E402
+    DiffusersGenerator,
+    _runtime_error,
+    frame_indices,
+    generation_size,
+)
+from connectors.video.protocol import SegmentRequest  # noqa: E402
+from pipeline.frames import extract_first_last  # noqa: E402
+from storage.errors import Permanent, Transient  # noqa: E402
+from storage.storyboard import Shot  # noqa: E402
+
+W, H, FPS = 160, 288, 12
+TINY_PIXELS = 48 * 88  # generate tiny frames; conform_filter scales them to W x H
+
+
+def save_tiny_svd(folder: Path) -> Path:
+    """A StableVideoDiffusionPipeline small enough to run two steps on a laptop CPU in a second."""
+    from diffusers import (
+        AutoencoderKLTemporalDecoder,
+        EulerDiscreteScheduler,
+        StableVideoDiffusionPipeline,
+        UNetSpatioTemporalConditionModel,
+    )
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(0)
+    # GroupNorm uses 32 groups, so 32 channels is the floor; one layer per block keeps it small.
+    unet = UNetSpatioTemporalConditionModel(
+        sample_size=16, in_channels=8, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
+        up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
+        cross_attention_dim=16, num_attention_heads=2,
+        addition_time_embed_dim=16, projection_class_embeddings_input_dim=3 * 16, num_frames=4,
+    )
+    vae = AutoencoderKLTemporalDecoder(
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+        block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+    )
+    # The pipeline resizes the start image to 224x224 for CLIP, so the encoder must take that.
+    encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        image_size=224, patch_size=32, hidden_size=16, projection_dim=16, intermediate_size=16,
+        num_hidden_layers=1, num_attention_heads=2,
+    ))
+    scheduler = EulerDiscreteScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type="v_prediction",
+        interpolation_type="linear", sigma_min=0.002, sigma_max=700.0, steps_offset=1,
+        timestep_spacing="leading", timestep_type="continuous", use_karras_sigmas=True,
+    )
+    pipe = StableVideoDiffusionPipeline(
+        vae=vae, image_encoder=encoder, unet=unet, scheduler=scheduler,
+        feature_extractor=CLIPImageProcessor(size=224, crop_size=224),
+    )
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def tiny_generator(model_dir: Path, **overrides) -> DiffusersGenerator:
+    settings = dict(dtype="float32", device="cpu", steps=2, num_frames=4, max_pixels=TINY_PIXELS)
+    return DiffusersGenerator(model_dir, **{**settings, **overrides})
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return save_tiny_svd(tmp_path_factory.mktemp("tiny-svd"))
+
+
+def make_image(out: Path, source: str = "testsrc2=s=320x240") -> Path:
+    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i", source,
+                    "-frames:v", "1", str(out)], check=True)
+    return out
+
+
+def stream_info(video: Path) -> dict:
+    done = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+         "stream=codec_name,pix_fmt,width,height,nb_read_frames", "-of", "json", str(video)],
+        capture_output=True, check=True,
+    )
+    return json.loads(done.stdout)["streams"][0]
+
+
+def request(image: Path, out: Path, index: int, duration: float = 1.0) -> SegmentRequest:
+    shot = Shot(index=index, prompt="a cat turns its head", duration=duration)
+    return SegmentRequest(image=image, shot=shot, width=W, height=H, fps=FPS, out=out, seed=index)
+
+
+# ---- the real pipeline, loaded through our loader --------------------------------------------
+
+
+def test_two_chained_shots_load_the_model_once(tiny_model, tmp_path):
+    gen = tiny_generator(tiny_model)
+    first = request(make_image(tmp_path / "open.png"), tmp_path / "seg_00.mp4", 0, duration=1.0)
+    gen.generate(first)
+    pipe = gen.load()
+    assert type(pipe).__name__ == "StableVideoDiffusionPipeline"  # "auto" resolved from model_index.json
+
+    extract_first_last(first.out, tmp_path / "f0.jpg", tmp_path / "l0.jpg")
+    second = request(tmp_path / "l0.jpg", tmp_path / "seg_01.mp4", 1, duration=0.5)
+    gen.generate(second)
+
+    assert gen.load() is pipe  # the same resident object served both shots
+    for req in (first, second):
+        info = stream_info(req.out)
+        assert int(info["nb_read_frames"]) == req.frame_count
+        assert (info["width"], info["height"]) == (W, H)
+        assert (info["codec_name"], info["pix_fmt"]) == ("h264", "yuv420p")
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_named_pipeline_class_loads_too(tiny_model):
+    gen = tiny_generator(tiny_model, pipeline_class="StableVideoDiffusionPipeline")
+    assert type(gen.load()).__name__ == "StableVideoDiffusionPipeline"
+
+
+def test_undecodable_start_image_leaves_no_file(tiny_model, tmp_path):
+    from storage.errors import MediaError
+
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    req = request(broken, tmp_path / "seg.mp4", 0)
+    with pytest.raises(MediaError, match="cannot be decoded"):
+        tiny_generator(tiny_model).generate(req)
+    assert list(tmp_path.iterdir()) == [broken]
+
+
+# ---- settings errors name the setting to fix -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "setting"),
+    [
+        (dict(pipeline_class="NoSuchPipeline"), "DIFFUSERS_PIPELINE"),
+        (dict(pipeline_class="AutoencoderKL"), "DIFFUSERS_PIPELINE"),
+        (dict(dtype="float8"), "DIFFUSERS_DTYPE"),
+    ],
+)
+def test_bad_settings_are_permanent(tiny_model, overrides, setting):
+    with pytest.raises(Permanent, match=setting):
+        tiny_generator(tiny_model, **overrides).load()
+
+
+def test_missing_or_foreign_model_dir_is_permanent(tmp_path):
+    with pytest.raises(Permanent, match="DIFFUSERS_MODEL_DIR"):
+        tiny_generator(tmp_path / "nowhere").load()
+    (tmp_path / "weights.bin").write_bytes(b"")
+    with pytest.raises(Permanent, match="model_index.json"):
+        tiny_generator(tmp_path).load()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a host without CUDA")
+def test_cuda_device_without_gpu_is_permanent(tiny_model):
+    with pytest.raises(Permanent, match="DIFFUSERS_DEVICE"):
+        tiny_generator(tiny_model, device="cuda").load()
+
+
+def test_out_of_memory_is_transient_with_a_hint():
+    err = _runtime_error(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "generating")
+    assert isinstance(err, Transient)
+    assert "DIFFUSERS_CPU_OFFLOAD" in str(err) and "DIFFUSERS_VAE_TILING" in str(err)
+    assert isinstance(_runtime_error(RuntimeError("shape mismatch"), "generating"), Permanent)
+
+
+# ---- sizing and retiming ---------------------------------------------------------------------
+
+
+def test_generation_size_keeps_aspect_within_the_model_budget():
+    # SVD's own default is 1024x576; a portrait 720x1280 request becomes the same area, upright.
+    assert generation_size(720, 1280, 1024 * 576, 64) == (576, 1024)
+    assert generation_size(1280, 720, 1024 * 576, 64) == (1024, 576)
+    # A request smaller than the budget is not upscaled; sides stay multiples of the alignment.
+    w, h = generation_size(160, 288, 10**7, 16)
+    assert (w % 16, h % 16) == (0, 0) and abs(w * h - 160 * 288) < 160 * 288 * 0.1
+
+
+def test_frame_indices_stretch_or_hold():
+    assert frame_indices(4, 7, None, 24) == [0, 0, 1, 2, 2, 3, 3]  # first to first, last to last
+    assert frame_indices(14, 1, None, 24) == [0]
+    assert frame_indices(3, 6, 12, 24) == [0, 0, 1, 1, 2, 2]  # natural speed
+    assert frame_indices(2, 6, 12, 24) == [0, 0, 1, 1, 1, 1]  # then hold the last frame

@@ -1,0 +1,64 @@
+"""Polling cost scales with changes, not with table size."""
+
+from __future__ import annotations
+
+from storage.models import ProjectState
+from sync.rows import text_of
+from conftest import Sheet
+
+
+def test_idle_poll_of_a_large_table_is_one_call(sheet: Sheet):
+    cols = sheet.cols
+    image = sheet.image_cell()
+    rows = [{cols.title: f"行{i}", cols.image: image, cols.template: "no-such", cols.scene: "x"} for i in range(3000)]
+    sheet.add_rows(rows)
+    app = sheet.app()
+    app.poller.poll()  # first sight: every row is new (all fail fast on the unknown template)
+    app.drain_outbox(60)
+    app.poller.poll()  # reads back our own writes once
+    sheet.emu.reset_calls()
+
+    app.poller.poll()
+    assert dict(sheet.emu.calls) == {"records.search": 1}
+
+    # One user edit costs one call too, and is picked up.
+    rid = app.store.projects()[0].record_id
+    sheet.emu.set_cells(sheet.app_token, sheet.table_id, rid, {cols.template: "tiny"})
+    sheet.emu.reset_calls()
+    app.poller.poll()
+    assert dict(sheet.emu.calls) == {"records.search": 1}
+    assert app.store.by_record(sheet.table_id, rid).state == ProjectState.pending
+
+
+def test_changed_inputs_restart_a_finished_row(sheet: Sheet):
+    cols = sheet.cols
+    (rid,) = sheet.add_rows([{cols.image: sheet.image_cell(), cols.template: "tiny", cols.shot_count: 1}])
+    app = sheet.app()
+    app.once()
+    first = app.store.by_record(sheet.table_id, rid)
+    assert first.state == ProjectState.completed
+
+    sheet.emu.set_cells(sheet.app_token, sheet.table_id, rid, {cols.shot_count: 2})
+    app.once()
+    second = app.store.by_record(sheet.table_id, rid)
+    assert second.id == first.id and second.state == ProjectState.completed and second.shot_count == 2
+    assert abs(second.final_duration - 2.0) < 0.2
+    assert cells_status(sheet, rid) == "已完成"
+
+
+def test_a_table_without_a_modified_time_column_still_works(emulator, tmp_path):
+    sheet = Sheet(emulator, tmp_path / "d")
+    # Simulate an older table: rebuild it without the ModifiedTime column.
+    from conftest import table_schema
+
+    schema = [c for c in table_schema() if c[0] != sheet.cols.modified_time]
+    sheet.table_id = emulator.create_table(sheet.app_token, name="old", fields=schema)
+    sheet.settings = sheet.settings.model_copy(update={"feishu_table_id": sheet.table_id})
+    (rid,) = sheet.add_rows([{sheet.cols.image: sheet.image_cell(), sheet.cols.template: "tiny", sheet.cols.shot_count: 1}])
+    app = sheet.app()
+    app.once()
+    assert app.store.by_record(sheet.table_id, rid).state == ProjectState.completed
+
+
+def cells_status(sheet: Sheet, rid: str) -> str:
+    return text_of(sheet.row(rid)["fields"][sheet.cols.status])
