@@ -51,13 +51,23 @@ class AudioPlan(BaseModel):
     graph: str  # filtergraph chains ending in [aout]
     levels: Levels
 
+    @property
+    def input_count(self) -> int:
+        return self.inputs.count("-i")
 
-def plan_audio(spec: ComposeSpec, duration: float, first_input: int, workdir: Path) -> AudioPlan:
-    """Inputs and filters for the soundtrack; measures the sources first."""
+
+def plan_audio(spec: ComposeSpec, duration: float, first_input: int, workdir: Path, *, endless: bool) -> AudioPlan:
+    """Inputs and filters for the soundtrack; measures the sources first.
+
+    `endless`: pad with silence forever, for `-shortest` to end the file on a copied video
+    stream. Otherwise the track is exactly `duration` long: ffmpeg 5.1's -shortest does not
+    stop an endless stream coming from the same filtergraph as the video.
+    """
     _check_sources(spec)
     levels = measure(spec.music, spec.narration, duration, workdir)
+    end = "apad" if endless else f"apad=whole_dur={duration:.6f},atrim=duration={duration:.6f}"
     if levels.music is None and levels.narration is None:
-        graph = f"anullsrc=r={AUDIO_RATE}:cl=stereo,{AUDIO_FORMAT}[aout]"
+        graph = f"anullsrc=r={AUDIO_RATE}:cl=stereo,{AUDIO_FORMAT},{end}[aout]"
         return AudioPlan(inputs=[], graph=graph, levels=levels)
     inputs: list[str] = []
     chains: list[str] = []
@@ -76,7 +86,7 @@ def plan_audio(spec: ComposeSpec, duration: float, first_input: int, workdir: Pa
         chains.append(f"[{index}:a:0]{AUDIO_FORMAT},volume={gain:.2f}dB,apad=whole_dur={duration:.3f},"
                       f"atrim=duration={duration:.3f},asplit=2[key][voice]")
         voice = "voice"
-    chains.append(_mix_chain(bed, voice, spec.duck_db))
+    chains.append(_mix_chain(bed, voice, spec.duck_db, end))
     return AudioPlan(inputs=inputs, graph=";".join(chains), levels=levels)
 
 
@@ -129,8 +139,8 @@ def _integrated(report: Path) -> float | None:
     return values[-1]
 
 
-def _mix_chain(bed: str | None, voice: str | None, duck_db: float) -> str:
-    tail = f"alimiter=limit={PEAK_LIMIT}:level=0:latency=1,{AUDIO_FORMAT},apad[aout]"
+def _mix_chain(bed: str | None, voice: str | None, duck_db: float, end: str) -> str:
+    tail = f"alimiter=limit={PEAK_LIMIT}:level=0:latency=1,{AUDIO_FORMAT},{end}[aout]"
     if bed and voice:
         keep = 10 ** (-duck_db / 20)
         duck = (

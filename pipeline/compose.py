@@ -56,9 +56,9 @@ def compose(spec: ComposeSpec, out: Path, workdir: Path, *, cover: Path | None =
     if spec.logo is not None and not copy:
         args += ["-i", str(spec.logo.path)]
         logo_input, next_input = next_input, next_input + 1
-    audio = audio_mix.plan_audio(spec, duration, next_input, workdir)
+    audio = audio_mix.plan_audio(spec, duration, next_input, workdir, endless=copy)
     args += audio.inputs
-    next_input += sum(1 for a in audio.inputs if a == "-i")
+    next_input += audio.input_count
     soft = spec.subtitles is not None and spec.subtitles.mode == "soft"
     if soft:
         assert spec.subtitles is not None
@@ -75,7 +75,7 @@ def compose(spec: ComposeSpec, out: Path, workdir: Path, *, cover: Path | None =
         *(["-c:v", "copy"] if copy else _video_codec_args(spec)),
         *(_soft_subtitle_args(next_input, spec) if soft else []),
         "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-ar", str(AUDIO_RATE), "-ac", "2",
-        "-shortest", "-map_metadata", "-1", "-movflags", "+faststart",
+        *(["-shortest"] if copy else []), "-map_metadata", "-1", "-movflags", "+faststart",
     ]
     ffmpeg.run_to(out, lambda tmp: [ffmpeg.FFMPEG, *args, *outputs, str(tmp)], what="composing the final video")
 

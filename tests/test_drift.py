@@ -1,0 +1,87 @@
+"""Colour drift: the measure sees a colour cast, and the correction removes it."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from connectors import ffmpeg
+from pipeline.drift import colour_distance, correct_towards, lab_to_rgb, rgb_to_lab
+from storage.errors import MediaError
+
+THRESHOLD = 6.0  # a plainly visible cast; what the pipeline would act on
+
+
+def still(out: Path, source: str = "testsrc2=s=320x240", vf: str | None = None) -> Path:
+    argv = ["ffmpeg", "-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i", source, "-frames:v", "1"]
+    if out.suffix == ".jpg":  # written the way pipeline/frames.py writes frames
+        argv += ["-vf", ",".join(filter(None, [vf, ffmpeg.JPEG_ARGS[1]])), *ffmpeg.JPEG_ARGS[2:]]
+    elif vf:
+        argv += ["-vf", vf]
+    subprocess.run([*argv, str(out)], check=True)
+    return out
+
+
+@pytest.fixture
+def original(tmp_path) -> Path:
+    return still(tmp_path / "original.jpg")
+
+
+@pytest.fixture
+def shifted(tmp_path) -> Path:
+    # A warm cast through shadows, mid-tones and highlights: what a few drifting shots look like.
+    return still(tmp_path / "shifted.jpg", vf="colorbalance=rs=0.3:bs=-0.3:rm=0.3:bm=-0.3:rh=0.2:bh=-0.2")
+
+
+def test_lab_round_trip_is_exact_enough():
+    rgb = np.random.default_rng(0).integers(0, 256, size=(50, 3), dtype=np.uint8)
+    assert np.abs(lab_to_rgb(rgb_to_lab(rgb)).astype(int) - rgb).max() <= 1
+    white = rgb_to_lab(np.array([255, 255, 255], np.uint8))
+    assert white == pytest.approx([100, 0, 0], abs=0.01)
+
+
+def test_identical_frames_have_no_distance(original, tmp_path):
+    assert colour_distance(original, original) == pytest.approx(0.0, abs=1e-9)
+    again = still(tmp_path / "again.png")  # the same picture, another format
+    assert colour_distance(original, again) < 1.0
+
+
+def test_a_colour_cast_is_far(original, shifted):
+    assert colour_distance(original, shifted) > THRESHOLD
+
+
+def test_motion_without_a_cast_is_near(original, tmp_path):
+    later = still(tmp_path / "later.jpg", source="testsrc2=s=320x240,trim=start_frame=10")
+    assert colour_distance(original, later) < THRESHOLD / 2
+
+
+def test_correction_removes_the_cast(original, shifted, tmp_path):
+    out = tmp_path / "corrected.jpg"
+    correct_towards(shifted, original, out)
+    before, after = colour_distance(original, shifted), colour_distance(original, out)
+    assert after < 2.0 and after < before / 4  # not 0: clipping at the gamut edge remains
+    with Image.open(out) as img:  # a JPEG of the frame's own size, like pipeline/frames.py writes
+        assert (img.format, img.size) == ("JPEG", (320, 240))
+
+
+def test_strength_scales_the_correction(original, shifted, tmp_path):
+    half, none = tmp_path / "half.jpg", tmp_path / "none.jpg"
+    correct_towards(shifted, original, half, strength=0.5)
+    correct_towards(shifted, original, none, strength=0.0)
+    full = colour_distance(original, shifted)
+    assert colour_distance(original, none) == pytest.approx(full, abs=1.0)
+    assert full / 4 < colour_distance(original, half) < full * 3 / 4
+
+
+def test_undecodable_frame_leaves_no_output(original, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 nope")
+    with pytest.raises(MediaError):
+        correct_towards(broken, original, tmp_path / "out.jpg")
+    with pytest.raises(MediaError):
+        colour_distance(broken, original)
+    assert not (tmp_path / "out.jpg").exists() and not list(tmp_path.glob(".*partial*"))
