@@ -6,11 +6,12 @@ video (no intermediate WAV, nothing decoded into Python memory), loudness is rea
 `sidechaincompress`, so it needs no cue times and also works for narration we did not
 synthesise.
 
-Loudness is two steps: a quick audio-only pass measures the music and the narration
-separately (`ebur128`), then the video pass applies fixed gains. Fixed gains, not single-pass
-`loudnorm`: loudnorm's dynamic mode is an AGC that lifts the music between narration lines,
-undoing the ducking. The narration is set to the target, the music `music_volume_db` below it
-(or to the target itself when nothing is said), and a limiter keeps peaks under -1 dBFS.
+Loudness is measured, then applied as fixed gains in the video pass. Fixed gains, not
+single-pass `loudnorm`: loudnorm's dynamic mode is an AGC that lifts the music between
+narration lines, undoing the ducking. A quick audio-only pass (`ebur128`) measures music and
+narration separately, so the narration can be set to the target and the bed `music_volume_db`
+below it whatever their source levels; when both play, a second audio-only pass measures the
+ducked mix and one more gain puts the whole at the target. A limiter keeps peaks under -1 dBFS.
 """
 
 from __future__ import annotations
@@ -40,15 +41,16 @@ DUCK_RELEASE_MS = 400
 
 
 class Levels(BaseModel):
-    """Integrated loudness of each source as played (LUFS); None for absent or silent."""
+    """Integrated loudness (LUFS) as measured; None for absent or silent."""
 
     music: float | None = None
     narration: float | None = None
+    mix: float | None = None  # music and narration after their gains, before the final one
 
 
 class AudioPlan(BaseModel):
     inputs: list[str]  # ffmpeg input arguments, in order: music first, then narration
-    graph: str  # filtergraph chains ending in [aout]
+    graph: str  # filtergraph chains ending in [aout], exactly the video's length
     levels: Levels
 
     @property
@@ -56,37 +58,26 @@ class AudioPlan(BaseModel):
         return self.inputs.count("-i")
 
 
-def plan_audio(spec: ComposeSpec, duration: float, first_input: int, workdir: Path, *, endless: bool) -> AudioPlan:
-    """Inputs and filters for the soundtrack; measures the sources first.
+def plan_audio(spec: ComposeSpec, duration: float, first_input: int, workdir: Path) -> AudioPlan:
+    """Inputs and filters for the soundtrack, gains already measured.
 
-    `endless`: pad with silence forever, for `-shortest` to end the file on a copied video
-    stream. Otherwise the track is exactly `duration` long: ffmpeg 5.1's -shortest does not
-    stop an endless stream coming from the same filtergraph as the video.
+    The track is padded and trimmed to exactly `duration`: the output must not rely on
+    -shortest, which ffmpeg 5.1 ignores for an endless stream from the video's filtergraph
+    and applies far too early when a subtitle stream is muxed.
     """
     _check_sources(spec)
-    levels = measure(spec.music, spec.narration, duration, workdir)
-    end = "apad" if endless else f"apad=whole_dur={duration:.6f},atrim=duration={duration:.6f}"
+    levels = _measure_sources(spec, duration, workdir)
+    end = f"apad=whole_dur={duration:.6f},atrim=duration={duration:.6f}"
     if levels.music is None and levels.narration is None:
         graph = f"anullsrc=r={AUDIO_RATE}:cl=stereo,{AUDIO_FORMAT},{end}[aout]"
         return AudioPlan(inputs=[], graph=graph, levels=levels)
-    inputs: list[str] = []
-    chains: list[str] = []
-    index = first_input
-    bed = voice = None
-    if levels.music is not None:
-        assert spec.music is not None
-        inputs += source_args(spec.music, duration, loop=True)
-        gain = spec.loudness_lufs - levels.music + (spec.music_volume_db if levels.narration is not None else 0)
-        chains.append(f"[{index}:a:0]{bed_filters(duration, gain)}[bed]")
-        bed, index = "bed", index + 1
-    if levels.narration is not None:
-        assert spec.narration is not None
-        inputs += source_args(spec.narration, duration, loop=False)
-        gain = spec.loudness_lufs - levels.narration
-        chains.append(f"[{index}:a:0]{AUDIO_FORMAT},volume={gain:.2f}dB,apad=whole_dur={duration:.3f},"
-                      f"atrim=duration={duration:.3f},asplit=2[key][voice]")
-        voice = "voice"
-    chains.append(_mix_chain(bed, voice, spec.duck_db, end))
+    trim = 0.0
+    if levels.music is not None and levels.narration is not None:
+        inputs, chains = _mix_graph(spec, levels, duration, first_input=0)
+        levels.mix = _measure(inputs, chains, ["mix"], workdir)["mix"]
+        trim = spec.loudness_lufs - levels.mix if levels.mix is not None else 0.0
+    inputs, chains = _mix_graph(spec, levels, duration, first_input)
+    chains.append(f"[mix]volume={trim:.2f}dB,alimiter=limit={PEAK_LIMIT}:level=0:latency=1,{AUDIO_FORMAT},{end}[aout]")
     return AudioPlan(inputs=inputs, graph=";".join(chains), levels=levels)
 
 
@@ -109,49 +100,82 @@ def bed_filters(duration: float, gain_db: float) -> str:
     ])
 
 
-def measure(music: Path | None, narration: Path | None, duration: float, workdir: Path) -> Levels:
-    """One audio-only ffmpeg run: each source through its own ebur128, values written to files."""
-    sources = {name: path for name, path in (("music", music), ("narration", narration)) if path is not None}
-    if not sources:
+def voice_filters(duration: float, gain_db: float) -> str:
+    return f"{AUDIO_FORMAT},volume={gain_db:.2f}dB,apad=whole_dur={duration:.6f},atrim=duration={duration:.6f}"
+
+
+def _measure_sources(spec: ComposeSpec, duration: float, workdir: Path) -> Levels:
+    inputs: list[str] = []
+    chains: list[str] = []
+    if spec.music is not None:
+        # Without the fades: music_volume_db is about the steady bed, not its average.
+        chains.append(f"[{len(chains)}:a:0]atrim=duration={duration:.3f},{AUDIO_FORMAT}[music]")
+        inputs += source_args(spec.music, duration, loop=True)
+    if spec.narration is not None:
+        chains.append(f"[{len(chains)}:a:0]{voice_filters(duration, 0)}[narration]")
+        inputs += source_args(spec.narration, duration, loop=False)
+    if not chains:
         return Levels()
-    argv: list[str] = [ffmpeg.FFMPEG]
-    chains, maps, reports = [], [], {}
-    for i, (name, path) in enumerate(sources.items()):
-        argv += source_args(path, duration, loop=name == "music")
-        reports[name] = workdir / f"loudness.{name}.txt"
-        reports[name].unlink(missing_ok=True)
-        chains.append(
-            f"[{i}:a:0]atrim=duration={duration:.3f},{AUDIO_FORMAT},ebur128=metadata=1,"
-            f"ametadata=mode=print:key=lavfi.r128.I:file={filter_arg(str(reports[name].resolve()))}[m{i}]"
+    labels = [label for label, path in (("music", spec.music), ("narration", spec.narration)) if path]
+    return Levels(**_measure(inputs, chains, labels, workdir))
+
+
+def _mix_graph(spec: ComposeSpec, levels: Levels, duration: float, first_input: int) -> tuple[list[str], list[str]]:
+    """Inputs and chains that end in [mix]: the gained bed, ducked under the gained voice."""
+    inputs: list[str] = []
+    chains: list[str] = []
+    index = first_input
+    if levels.music is not None:
+        assert spec.music is not None
+        # Under narration the bed sits music_volume_db below it; alone, the music is the programme.
+        relative = spec.music_volume_db if levels.narration is not None else 0.0
+        gain = spec.loudness_lufs + relative - levels.music
+        inputs += source_args(spec.music, duration, loop=True)
+        chains.append(f"[{index}:a:0]{bed_filters(duration, gain)}[bed]")
+        index += 1
+    if levels.narration is not None:
+        assert spec.narration is not None
+        inputs += source_args(spec.narration, duration, loop=False)
+        split = ",asplit=2[key][voice]" if levels.music is not None else "[voice]"
+        chains.append(f"[{index}:a:0]{voice_filters(duration, spec.loudness_lufs - levels.narration)}{split}")
+    chains.append(_mix_chain(levels.music is not None, levels.narration is not None, spec.duck_db))
+    return inputs, chains
+
+
+def _mix_chain(bed: bool, voice: bool, duck_db: float) -> str:
+    if bed and voice:
+        keep = 10 ** (-duck_db / 20)
+        return (
+            f"[bed][key]sidechaincompress=threshold={DUCK_THRESHOLD}:ratio={DUCK_RATIO}"
+            f":attack={DUCK_ATTACK_MS}:release={DUCK_RELEASE_MS}:level_sc={DUCK_SIDECHAIN_GAIN}"
+            f":mix={1 - keep:.4f}[ducked];[ducked][voice]amix=inputs=2:normalize=0:duration=first[mix]"
         )
-        maps += ["-map", f"[m{i}]"]
-    argv += ["-filter_complex", ";".join(chains), *maps, "-f", "null", "-"]
-    ffmpeg.run(argv, what="measuring the loudness of music and narration")
-    return Levels(**{name: _integrated(report) for name, report in reports.items()})
+    return "[bed]anull[mix]" if bed else "[voice]anull[mix]"
+
+
+def _measure(inputs: list[str], chains: list[str], labels: list[str], workdir: Path) -> dict[str, float | None]:
+    """One audio-only ffmpeg run: each labelled stream through ebur128, the values into files."""
+    reports = {label: workdir / f"loudness.{label}.txt" for label in labels}
+    graph = list(chains)
+    for label, report in reports.items():
+        report.unlink(missing_ok=True)
+        graph.append(
+            f"[{label}]ebur128=metadata=1,"
+            f"ametadata=mode=print:key=lavfi.r128.I:file={filter_arg(str(report.resolve()))}[m_{label}]"
+        )
+    maps = [a for label in labels for a in ("-map", f"[m_{label}]")]
+    ffmpeg.run([ffmpeg.FFMPEG, *inputs, "-filter_complex", ";".join(graph), *maps, "-f", "null", "-"],
+               what="measuring the loudness of the soundtrack")
+    return {label: _integrated(report) for label, report in reports.items()}
 
 
 def _integrated(report: Path) -> float | None:
-    """The last running integrated loudness ametadata printed: the whole source's value."""
+    """The last running integrated loudness ametadata printed: the whole stream's value."""
     lines = report.read_text(encoding="utf-8").splitlines() if report.is_file() else []
     values = [float(line.split("=", 1)[1]) for line in lines if line.startswith("lavfi.r128.I=")]
     if not values or values[-1] <= SILENCE_LUFS:
         return None
     return values[-1]
-
-
-def _mix_chain(bed: str | None, voice: str | None, duck_db: float, end: str) -> str:
-    tail = f"alimiter=limit={PEAK_LIMIT}:level=0:latency=1,{AUDIO_FORMAT},{end}[aout]"
-    if bed and voice:
-        keep = 10 ** (-duck_db / 20)
-        duck = (
-            f"[bed][key]sidechaincompress=threshold={DUCK_THRESHOLD}:ratio={DUCK_RATIO}"
-            f":attack={DUCK_ATTACK_MS}:release={DUCK_RELEASE_MS}:level_sc={DUCK_SIDECHAIN_GAIN}"
-            f":mix={1 - keep:.4f}[ducked]"
-        )
-        return f"{duck};[ducked][voice]amix=inputs=2:normalize=0:duration=first,{tail}"
-    if bed:
-        return f"[bed]{tail}"
-    return f"[key]anullsink;[voice]{tail}"
 
 
 def _check_sources(spec: ComposeSpec) -> None:

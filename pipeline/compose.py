@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from connectors import ffmpeg
 from pipeline import audio_mix
 from pipeline.audio_mix import AUDIO_BITRATE, AUDIO_RATE, FADE_IN, FADE_OUT
-from pipeline.compose_plan import ComposeSpec, decorate_graph, join_graph, needs_reencode
+from pipeline.compose_plan import ComposeSpec, clip_srt, decorate_graph, join_graph, needs_reencode
 from storage import atomic
 from storage.errors import MediaError
 
@@ -56,13 +56,12 @@ def compose(spec: ComposeSpec, out: Path, workdir: Path, *, cover: Path | None =
     if spec.logo is not None and not copy:
         args += ["-i", str(spec.logo.path)]
         logo_input, next_input = next_input, next_input + 1
-    audio = audio_mix.plan_audio(spec, duration, next_input, workdir, endless=copy)
+    audio = audio_mix.plan_audio(spec, duration, next_input, workdir)
     args += audio.inputs
     next_input += audio.input_count
-    soft = spec.subtitles is not None and spec.subtitles.mode == "soft"
-    if soft:
-        assert spec.subtitles is not None
-        args += ["-i", str(spec.subtitles.srt)]
+    soft = _soft_subtitles(spec, duration, workdir / f"{out.stem}.soft.srt")
+    if soft is not None:
+        args += ["-i", str(soft)]
 
     graphs = [audio.graph]
     if not copy:
@@ -73,9 +72,9 @@ def compose(spec: ComposeSpec, out: Path, workdir: Path, *, cover: Path | None =
         "-filter_complex", ";".join(graphs),
         "-map", "0:v:0" if copy else "[vout]", "-map", "[aout]",
         *(["-c:v", "copy"] if copy else _video_codec_args(spec)),
-        *(_soft_subtitle_args(next_input, spec) if soft else []),
+        *(_soft_subtitle_args(next_input, spec) if soft is not None else []),
         "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-ar", str(AUDIO_RATE), "-ac", "2",
-        *(["-shortest"] if copy else []), "-map_metadata", "-1", "-movflags", "+faststart",
+        "-map_metadata", "-1", "-movflags", "+faststart",
     ]
     ffmpeg.run_to(out, lambda tmp: [ffmpeg.FFMPEG, *args, *outputs, str(tmp)], what="composing the final video")
 
@@ -223,6 +222,21 @@ def _video_codec_args(spec: ComposeSpec) -> list[str]:
         "-profile:v", ffmpeg.X264_PROFILE, "-pix_fmt", ffmpeg.PIX_FMT,
         "-r", str(spec.fps), "-fps_mode", "cfr", "-g", gop, *ffmpeg.COLOR_TAGS,
     ]
+
+
+def _soft_subtitles(spec: ComposeSpec, duration: float, clipped: Path) -> Path | None:
+    """The SRT to mux as a mov_text track, cut to the video; None when there is nothing to mux."""
+    if spec.subtitles is None or spec.subtitles.mode != "soft":
+        return None
+    try:
+        text = spec.subtitles.srt.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise MediaError(f"cannot read subtitles {spec.subtitles.srt.name}: {e}") from e
+    kept = clip_srt(text, duration)
+    if not kept:
+        return None
+    atomic.write_text(clipped, kept)
+    return clipped
 
 
 def _soft_subtitle_args(index: int, spec: ComposeSpec) -> list[str]:

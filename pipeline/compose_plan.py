@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from connectors import ffmpeg
+from pipeline.subtitles import srt_time
 
 Transition = Literal[
     "none", "fade", "dissolve", "fadeblack", "fadewhite", "wipeleft", "wiperight", "wipeup",
@@ -27,6 +28,7 @@ ASS_PLAY_RES_Y = 288
 # Characters that end or quote a token at either filtergraph level (see `filter_arg`).
 _OPTION_SPECIALS = re.compile(r"([\\':\s])")
 _GRAPH_SPECIALS = re.compile(r"([\\'\[\],;\s])")
+_SRT_TIME = re.compile(r"(\d+):(\d{1,2}):(\d{1,2})[,.](\d{1,3})")
 
 
 class LogoSpec(BaseModel):
@@ -221,3 +223,34 @@ def _corner_xy(logo: LogoSpec) -> str:
     x = f"{m}" if logo.position.endswith("left") else f"main_w-overlay_w-{m}"
     y = f"{m}" if logo.position.startswith("top") else f"main_h-overlay_h-{m}"
     return f"x={x}:y={y}"
+
+
+def clip_srt(text: str, end: float) -> str:
+    """SRT text without what lies past `end` seconds: cues after it dropped, the last one cut.
+
+    A soft subtitle track longer than the video would make the file (and its reported
+    duration) longer than the picture. Returns "" when no cue is left.
+    """
+    cues = (_srt_cue(b) for b in re.split(r"\n\s*\n", text.lstrip("\ufeff").replace("\r\n", "\n")))
+    kept = [(start, min(stop, end), body) for start, stop, body in filter(None, cues) if start < end]
+    blocks = [
+        f"{n}\n{srt_time(round(start * 1000))} --> {srt_time(round(stop * 1000))}\n{body}"
+        for n, (start, stop, body) in enumerate(kept, start=1)
+    ]
+    return "\n\n".join(blocks) + "\n" if blocks else ""
+
+
+def _srt_cue(block: str) -> tuple[float, float, str] | None:
+    """(start, end, text) of one SRT block; None for anything without a timing line."""
+    lines = block.strip().split("\n")
+    for i, line in enumerate(lines):
+        stamps = [_SRT_TIME.search(part) for part in line.split("-->")] if "-->" in line else []
+        if len(stamps) == 2 and all(stamps):
+            start, stop = (_seconds(m) for m in stamps if m)
+            return start, stop, "\n".join(lines[i + 1:]) or " "
+    return None
+
+
+def _seconds(m: re.Match[str]) -> float:
+    h, mnt, sec, frac = m.groups()
+    return int(h) * 3600 + int(mnt) * 60 + int(sec) + int(frac.ljust(3, "0")) / 1000

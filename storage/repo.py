@@ -65,10 +65,10 @@ class ProjectStore:
                 q = q.where(col(Project.state).in_(list(states)))
             return list(s.exec(q))
 
-    def create(self, project: Project, sheet: SheetUpdate | None = None) -> bool:
+    def create(self, project: Project, sheet: SheetUpdate | None = None, notify: Notification | None = None) -> bool:
         """Insert a new project; False if its row already has one (another poller won the race)."""
         try:
-            self._commit(project, (), sheet)
+            self._commit(project, (), sheet, notify)
         except IntegrityError:
             return False
         return True
@@ -162,11 +162,9 @@ class ProjectStore:
 
     # -- outbox -----------------------------------------------------------------------------
 
-    def outbox_due(self, now: datetime | None = None) -> list[OutboxEntry]:
-        now = now or utcnow()
+    def outbox_entries(self) -> list[OutboxEntry]:
         with self.session() as s:
-            q = select(OutboxEntry).order_by(OutboxEntry.id)
-            return [e for e in s.exec(q) if e.next_attempt_at is None or e.next_attempt_at <= now]
+            return list(s.exec(select(OutboxEntry).order_by(OutboxEntry.id)))
 
     def outbox_size(self) -> int:
         with self.session() as s:

@@ -99,7 +99,7 @@ class App:
             )
         )
         self.poller = Poller(table, self.store, self.locks, settings.columns, self.templates, settings.tz, clock,
-                             settings.default_template, timedelta(minutes=settings.full_scan_minutes))
+                             settings.default_template, timedelta(minutes=settings.full_scan_minutes), settings.feishu_sheet_url)
         self.flusher = OutboxFlusher(
             self.store, table, clock, backoff_cap=settings.outbox_backoff_cap_seconds, on_permanent=self._sheet_refused
         )

@@ -29,6 +29,7 @@ class RowWrite:
     fields: dict = field(default_factory=dict)
     attachments: dict[str, list[str]] = field(default_factory=dict)
     entry_ids: list[int] = field(default_factory=list)
+    not_before: datetime | None = None
 
 
 @dataclass
@@ -45,6 +46,8 @@ def coalesce(entries: list[OutboxEntry]) -> list[RowWrite]:
         row.fields.update(json.loads(e.fields))
         row.attachments.update(json.loads(e.attachments))
         row.entry_ids.append(e.id)
+        if e.next_attempt_at and (row.not_before is None or e.next_attempt_at > row.not_before):
+            row.not_before = e.next_attempt_at
     return list(rows.values())
 
 
@@ -69,7 +72,10 @@ class OutboxFlusher:
     def flush(self) -> FlushResult:
         with self._lock:
             result = FlushResult()
-            rows = coalesce(self.store.outbox_due(self.clock()))
+            now = self.clock()
+            # A record waits as a whole: sending its newer entries ahead of a postponed older one
+            # would let the older value land last and win.
+            rows = [r for r in coalesce(self.store.outbox_entries()) if r.not_before is None or r.not_before <= now]
             for i in range(0, len(rows), self.batch_size):
                 if not self._send(rows[i : i + self.batch_size], result):
                     result.postponed += sum(len(r.entry_ids) for r in rows[i + self.batch_size :])

@@ -16,6 +16,7 @@ from storage.repo import ProjectStore, SheetUpdate
 from sync import sheet_view
 from sync.actions import Actions, parse_action
 from sync.columns import Action, Columns
+from sync.messages import announcement
 from sync.intake import apply_inputs, new_project, reset_for_new_inputs
 from sync.rows import RowInput, parse_row
 
@@ -43,11 +44,12 @@ class Poller:
         clock: Callable[[], datetime],
         default_template: str,
         full_scan_every: timedelta = timedelta(hours=1),
+        sheet_url: str = "",
     ):
         self.table, self.store, self.locks, self.cols = table, store, locks, columns
         self.templates, self.tz, self.clock, self.default_template = templates, tz, clock, default_template
         self.actions = Actions(store)
-        self.full_scan_every = full_scan_every
+        self.full_scan_every, self.sheet_url = full_scan_every, sheet_url
         self._fields: dict[str, int] | None = None
         self._last_full_scan: datetime | None = None
 
@@ -127,14 +129,14 @@ class Poller:
                 changed = True
             cleared = self._take_action(project, row)
             if changed or cleared:
-                self.store.save(project, sheet=self._view(project, clear_action=cleared))
+                self.store.save(project, sheet=self._view(project, clear_action=cleared), notify=self._owed(project, changed))
             return True
 
     def _create(self, row: RowInput) -> None:
         project = new_project(row, self.table.table_id)
         self._apply_inputs(project, row)
         cleared = self._take_action(project, row)
-        if self.store.create(project, self._view(project, clear_action=cleared)):
+        if self.store.create(project, self._view(project, clear_action=cleared), self._owed(project, True)):
             log.info("new project project=%s record=%s state=%s", project.id, row.record_id, project.state.value)
 
     def _while_busy(self, project: Project, row: RowInput) -> bool:
@@ -176,6 +178,11 @@ class Poller:
             project.state, project.error, project.progress_text = ProjectState.failed, "；".join(problems), "输入有误"
         else:
             project.state, project.progress_text = ProjectState.pending, "排队中"
+
+    def _owed(self, project: Project, inputs_checked: bool):
+        """Rows whose inputs fail validation are failed projects too, and get announced."""
+        failed = inputs_checked and project.state == ProjectState.failed
+        return announcement(project, self.sheet_url) if failed else None
 
     def _view(self, project: Project, clear_action: bool = False) -> SheetUpdate:
         view = sheet_view.render(project, self.store.segments(project.id), self.cols, self.clock())

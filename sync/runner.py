@@ -25,7 +25,6 @@ from storage.locks import ProjectLocks
 from storage.models import (
     RESUME_FROM,
     Mode,
-    Notification,
     Project,
     ProjectState,
     Segment,
@@ -35,6 +34,7 @@ from storage.models import (
 from storage.repo import ProjectStore
 from sync import sheet_view
 from sync.columns import Columns
+from sync.messages import announcement
 from sync.rows import ImageRef
 
 log = logging.getLogger(__name__)
@@ -191,18 +191,7 @@ class ProjectRunner:
         all_segments = {s.index: s for s in self.d.store.segments(p.id)} | {s.index: s for s in segments}
         sheet = sheet_view.render(p, list(all_segments.values()), self.d.columns, self.d.clock(), attachments)
         sheet.fields.update(extra or {})
-        self.d.store.save(p, segments, sheet, self._notification(p) if notify else None)
-
-    def _notification(self, p: Project) -> Notification:
-        lines = [f"**状态**：{p.state.label}"]
-        if p.error:
-            lines.append(f"**错误**：{p.error}")
-        if p.final_url:
-            lines.append(f"**成片**：[{p.final_url}]({p.final_url})")
-        row = f"{self.d.sheet_url}?table={p.table_id}&record={p.record_id}" if self.d.sheet_url else ""
-        lines.append(f"**行**：[{p.record_id}]({row})" if row else f"**行**：{p.record_id}")
-        title = f"{'✅' if p.state == ProjectState.completed else '❌'} {p.title or p.scene[:20] or p.id} {p.state.label}"
-        return Notification(project_id=p.id, event=p.state.value, title=title, body="\n".join(lines))
+        self.d.store.save(p, segments, sheet, announcement(p, self.d.sheet_url) if notify else None)
 
     # -- stages ---------------------------------------------------------------------------------
 

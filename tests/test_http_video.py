@@ -12,7 +12,14 @@ from fake_video_api import FakeVideoAPI, Scripted, error_reply
 
 from connectors.video.http_api import HttpVideoGenerator
 from connectors.video.protocol import SegmentRequest
-from storage.errors import AuthFailed, BadInput, MediaError, Permanent, RateLimited, Transient
+from storage.errors import (
+    AuthFailed,
+    BadInput,
+    MediaError,
+    Permanent,
+    RateLimited,
+    Transient,
+)
 from storage.storyboard import Shot
 
 W, H, FPS = 160, 288, 12
@@ -54,8 +61,8 @@ def image(tmp_path) -> Path:
 
 
 def generator(api: FakeVideoAPI, fake_time: FakeTime, **overrides) -> HttpVideoGenerator:
-    settings = dict(base_url=api.url, api_key=KEY, model="fake-i2v", poll_interval=5.0, timeout=60.0,
-                    request_timeout=10.0, max_retries=3, sleep=fake_time.sleep, clock=fake_time.clock)
+    settings = {"base_url": api.url, "api_key": KEY, "model": "fake-i2v", "poll_interval": 5.0, "timeout": 60.0,
+                "request_timeout": 10.0, "max_retries": 3, "sleep": fake_time.sleep, "clock": fake_time.clock}
     return HttpVideoGenerator(**{**settings, **overrides})
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,7 @@ from storage.storyboard import Camera, Shot
 W, H, FPS = 160, 288, 12
 KEY = "vk-contract"
 HAS_GPU_EXTRA = all(importlib.util.find_spec(m) for m in ("torch", "diffusers", "transformers"))
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # inside diffusers
 BACKENDS = [
     "kenburns",
     "stock",
@@ -62,9 +62,10 @@ def video_api():
 @pytest.fixture(scope="module")
 def tiny_diffusers(tmp_path_factory):
     # Imported here so that the modules above run without the gpu extra.
-    from test_diffusers_i2v import save_tiny_svd, tiny_generator
+    from test_diffusers_i2v import save_tiny_svd, single_threaded_torch, tiny_generator
 
-    return tiny_generator(save_tiny_svd(tmp_path_factory.mktemp("tiny-svd")))
+    with single_threaded_torch():
+        yield tiny_generator(save_tiny_svd(tmp_path_factory.mktemp("tiny-svd")))
 
 
 def make_backend(name: str, fixtures: pytest.FixtureRequest) -> SegmentGenerator:

@@ -232,7 +232,7 @@ def encode_frames(frames: np.ndarray, indices: list[int], req: SegmentRequest, *
     Frames go through stdin one by one, so a long shot never needs its duplicated frames in
     memory; stderr goes to a file so a chatty ffmpeg cannot block on a full pipe.
     """
-    n, h, w, _ = frames.shape
+    _, h, w, _ = frames.shape
     tmp = temp_path_for(req.out)
     argv = [
         ffmpeg.FFMPEG, "-hide_banner", "-loglevel", "error", "-y",

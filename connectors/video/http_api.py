@@ -32,13 +32,22 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from connectors import ffmpeg
 from connectors.openai_errors import retry_after
 from connectors.video.protocol import SegmentRequest
-from storage.errors import AuthFailed, BadInput, MediaError, Permanent, RateLimited, SheetReelError, Transient
+from storage.errors import (
+    AuthFailed,
+    BadInput,
+    MediaError,
+    Permanent,
+    RateLimited,
+    SheetReelError,
+    Transient,
+)
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +117,7 @@ class HttpVideoGenerator:
 
     def _wait(self, client: httpx.Client, job_id: str, deadline: float) -> str:
         while True:
-            job = self._json(self._call(client, "GET", f"{self.base_url}/v1/videos/{job_id}"))
+            job = self._json(self._call(client, "GET", f"{self.base_url}/v1/videos/{quote(job_id, safe='')}"))
             status = str(job.get("status") or "")
             if status == "succeeded":
                 if not job.get("video_url"):
