@@ -1,0 +1,126 @@
+"""kill -9 and SIGTERM at awkward moments: every project still completes, nothing finished is redone."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from storage.models import ProjectState, SegmentState
+from sync.app import make_store
+from sync.rows import text_of
+from conftest import Sheet
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start(sheet: Sheet) -> subprocess.Popen:
+    s = sheet.settings
+    env = {
+        **os.environ,
+        "FEISHU_APP_ID": s.feishu_app_id,
+        "FEISHU_APP_SECRET": s.feishu_app_secret.get_secret_value(),
+        "FEISHU_APP_TOKEN": s.feishu_app_token,
+        "FEISHU_TABLE_ID": s.feishu_table_id,
+        "FEISHU_BASE_URL": s.feishu_base_url,
+        "SHEETREEL_DATA_DIR": str(s.data_dir),
+        "SHEETREEL_TEMPLATES_DIR": str(s.templates_dir),
+        "SHEETREEL_DEFAULT_TEMPLATE": "tiny",
+        "SHEETREEL_ALLOW_PRIVATE_URLS": "true",
+        "POLL_INTERVAL_SECONDS": "0.3",
+        "FLUSH_INTERVAL_SECONDS": "0.2",
+    }
+    return subprocess.Popen([sys.executable, "-m", "sync.cli", "run"], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def wait_for(condition, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def finished_segments(store) -> dict[tuple[str, int], int]:
+    """(project, segment) -> file mtime of every segment the DB calls done."""
+    out = {}
+    for p in store.projects():
+        for seg in store.segments(p.id):
+            path = store.paths(p).segment(seg.index)
+            if seg.state == SegmentState.done and path.exists():
+                out[(p.id, seg.index)] = path.stat().st_mtime_ns
+    return out
+
+
+@pytest.fixture
+def busy_sheet(sheet: Sheet) -> Sheet:
+    cols = sheet.cols
+    sheet.add_rows([{cols.title: f"行{i}", cols.image: sheet.image_cell(), cols.template: "tiny",
+                     cols.shot_count: 6} for i in range(3)])
+    return sheet
+
+
+def test_kill_9_mid_segment_mid_compose_and_mid_flush_then_everything_completes(busy_sheet):
+    sheet = busy_sheet
+    store = make_store(sheet.settings)
+    kept: dict = {}
+
+    def kill_when(condition) -> None:
+        proc = start(sheet)
+        try:
+            wait_for(condition)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+        kept.update(finished_segments(store))
+
+    def states() -> list[ProjectState]:
+        return [p.state for p in store.projects()]
+
+    kill_when(lambda: any(s == ProjectState.generating for s in states()) and len(finished_segments(store)) >= 2)
+    kill_when(lambda: ProjectState.composing in states())
+    kill_when(lambda: ProjectState.completed in states() and store.outbox_size() > 0)
+
+    proc = start(sheet)
+    try:
+        wait_for(lambda: all(s == ProjectState.completed for s in states()) and not store.outbox_size(), timeout=120)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+    assert len(kept) >= 2
+    now = finished_segments(store)
+    assert {k: now[k] for k in kept} == kept, "a finished segment was generated again"
+    for p in store.projects():
+        assert len(store.segments(p.id)) == 6
+        row = sheet.row(p.record_id)["fields"]
+        assert text_of(row[sheet.cols.status]) == "已完成" and row[sheet.cols.final_url]["link"] == p.final_url
+
+
+def test_sigterm_checkpoints_the_step_and_the_next_start_resumes(busy_sheet):
+    sheet = busy_sheet
+    store = make_store(sheet.settings)
+    proc = start(sheet)
+    wait_for(lambda: len(finished_segments(store)) >= 1)
+    kept = finished_segments(store)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, proc.stderr.read().decode()
+
+    interrupted = [p for p in store.projects() if any(r.error and "进程退出" in r.error for r in store.steps(p.id))]
+    assert interrupted and all(not p.state.is_running for p in store.projects())
+
+    proc = start(sheet)
+    try:
+        wait_for(lambda: all(p.state == ProjectState.completed for p in store.projects()), timeout=120)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    now = finished_segments(store)
+    assert {k: now[k] for k in kept} == kept
