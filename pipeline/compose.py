@@ -8,6 +8,7 @@ entry point the runner still uses.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -27,13 +28,24 @@ PAD_DETUNE_HZ = 0.35
 PAD_TREMOLO = "tremolo=f=0.2:d=0.25"
 # Lifts the pad to roughly the level of mastered music, so music_volume_db means the same for both.
 PAD_GAIN_DB = 6
+PROBE_WORKERS = 8
+
 
 class ComposeResult(BaseModel):
     video: Path
     cover: Path | None
     duration: float  # measured on the written file, seconds
     reencoded: bool  # False: the segments' H.264 was copied untouched
-    levels: audio_mix.Levels  # loudness of the sources before gain, for the logs
+    levels: audio_mix.Levels  # measured loudness before gains, for the logs
+
+
+class _Layout(BaseModel):
+    """How the segments get in: decided from the spec and what the segments really are."""
+
+    conform: list[bool]  # per segment: not in the shared format, must be scaled/resampled
+    copy: bool  # stream-copy the video
+    separate: bool  # one -i per segment (transitions or conforming), else the concat demuxer
+    duration: float  # of the output, seconds
 
 
 def compose(spec: ComposeSpec, out: Path, workdir: Path, *, cover: Path | None = None) -> ComposeResult:
@@ -43,49 +55,31 @@ def compose(spec: ComposeSpec, out: Path, workdir: Path, *, cover: Path | None =
     for; otherwise re-encodes once. The soundtrack is always encoded, silent when there is
     neither music nor narration, so that players see an audio track.
     """
-    infos = [ffmpeg.probe(seg) for seg in spec.segments]
-    conform = [not _in_shared_format(info, spec) for info in infos]
-    copy = not needs_reencode(spec) and not any(conform)
-    separate = spec.has_transitions or any(conform)
-    if separate:
-        _check_lengths(spec, infos)
-    duration = spec.total_duration if separate else sum(info.duration for info in infos)
-
-    args, next_input = _video_inputs(spec, workdir, out, separate)
-    logo_input = None
-    if spec.logo is not None and not copy:
-        args += ["-i", str(spec.logo.path)]
-        logo_input, next_input = next_input, next_input + 1
-    audio = audio_mix.plan_audio(spec, duration, next_input, workdir)
+    layout = _layout(spec)
+    args, graphs, next_input = _video_part(spec, layout, out, workdir)
+    audio = audio_mix.plan_audio(spec, layout.duration, next_input, workdir)
     args += audio.inputs
     next_input += audio.input_count
-    soft = _soft_subtitles(spec, duration, workdir / f"{out.stem}.soft.srt")
+    soft = _soft_subtitles(spec, layout.duration, workdir / f"{out.stem}.soft.srt")
     if soft is not None:
         args += ["-i", str(soft)]
-
-    graphs = [audio.graph]
-    if not copy:
-        source = "joined" if separate else "0:v:0"
-        video_graph = decorate_graph(spec, source, logo_input)
-        graphs[:0] = [join_graph(spec, conform), video_graph] if separate else [video_graph]
     outputs = [
-        "-filter_complex", ";".join(graphs),
-        "-map", "0:v:0" if copy else "[vout]", "-map", "[aout]",
-        *(["-c:v", "copy"] if copy else _video_codec_args(spec)),
+        "-filter_complex", ";".join([*graphs, audio.graph]),
+        "-map", "0:v:0" if layout.copy else "[vout]", "-map", "[aout]",
+        *(["-c:v", "copy"] if layout.copy else _video_codec_args(spec)),
         *(_soft_subtitle_args(next_input, spec) if soft is not None else []),
         "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-ar", str(AUDIO_RATE), "-ac", "2",
         "-map_metadata", "-1", "-movflags", "+faststart",
     ]
     ffmpeg.run_to(out, lambda tmp: [ffmpeg.FFMPEG, *args, *outputs, str(tmp)], what="composing the final video")
 
+    length = ffmpeg.probe(out).duration
     cover_path = None
     if spec.cover_at is not None:
         cover_path = cover or out.with_suffix(".jpg")
-        make_cover(out, cover_path, at=spec.cover_at)
-    return ComposeResult(
-        video=out, cover=cover_path, duration=ffmpeg.probe(out).duration, reencoded=not copy,
-        levels=audio.levels,
-    )
+        make_cover(out, cover_path, at=spec.cover_at, length=length)
+    return ComposeResult(video=out, cover=cover_path, duration=length, reencoded=not layout.copy,
+                         levels=audio.levels)
 
 
 def concat_with_music(
@@ -123,9 +117,12 @@ def concat_with_music(
     )
 
 
-def make_cover(video: Path, cover: Path, at: float = 1.0) -> None:
-    """A JPEG of the frame at `at` seconds, moved inside the video when it is shorter than that."""
-    length = ffmpeg.probe(video).duration
+def make_cover(video: Path, cover: Path, at: float = 1.0, *, length: float | None = None) -> None:
+    """A JPEG of the frame at `at` seconds, moved inside the video when it is shorter than that.
+
+    `length`: the video's duration when the caller has already probed it.
+    """
+    length = ffmpeg.probe(video).duration if length is None else length
     # Stay a little before the end: seeking onto the very end decodes nothing.
     when = min(max(at, 0.0), max(length - 0.1, 0.0))
     ffmpeg.run_to(
@@ -185,6 +182,45 @@ def _bed_filters(duration: float, volume_db: float) -> str:
     ])
 
 
+def _layout(spec: ComposeSpec) -> _Layout:
+    # ffprobe is mostly process start-up: probe the segments side by side.
+    with ThreadPoolExecutor(max_workers=min(PROBE_WORKERS, len(spec.segments))) as pool:
+        infos = list(pool.map(ffmpeg.probe, spec.segments))
+    conform = [not _in_shared_format(info, spec) for info in infos]
+    separate = spec.has_transitions or any(conform)
+    if separate:
+        _check_lengths(spec, infos)
+    return _Layout(
+        conform=conform,
+        copy=not needs_reencode(spec) and not any(conform),
+        separate=separate,
+        # Separate inputs are trimmed to the plan; the demuxer plays the files as they are.
+        duration=spec.total_duration if separate else sum(info.duration for info in infos),
+    )
+
+
+def _video_part(spec: ComposeSpec, layout: _Layout, out: Path, workdir: Path) -> tuple[list[str], list[str], int]:
+    """Video and logo input arguments, the video filtergraph chains, and the next input index."""
+    if layout.separate:
+        args = [a for seg in spec.segments for a in ("-i", str(seg))]
+    else:
+        listing = workdir / f"{out.stem}.concat.txt"
+        atomic.write_text(listing, concat_listing(spec.segments))
+        args = ["-f", "concat", "-safe", "0", "-i", str(listing)]
+    next_input = len(spec.segments) if layout.separate else 1
+    if layout.copy:
+        return args, [], next_input
+    logo_input = None
+    if spec.logo is not None:
+        args += ["-i", str(spec.logo.path)]
+        logo_input, next_input = next_input, next_input + 1
+    if layout.separate:
+        graphs = [join_graph(spec, layout.conform), decorate_graph(spec, "joined", logo_input)]
+    else:
+        graphs = [decorate_graph(spec, "0:v:0", logo_input)]
+    return args, graphs, next_input
+
+
 def _in_shared_format(info: ffmpeg.MediaInfo, spec: ComposeSpec) -> bool:
     """What stream-copy joining needs to hold for every segment (what `encode_args` writes)."""
     return (
@@ -202,16 +238,6 @@ def _check_lengths(spec: ComposeSpec, infos: list[ffmpeg.MediaInfo]) -> None:
                 f"segment {i} ({spec.segments[i].name}) lasts {info.duration:.2f} s, "
                 f"shorter than the planned {planned:g} s"
             )
-
-
-def _video_inputs(spec: ComposeSpec, workdir: Path, out: Path, separate: bool) -> tuple[list[str], int]:
-    """Input arguments for the segments and the index of the next input."""
-    if separate:
-        args = [a for seg in spec.segments for a in ("-i", str(seg))]
-        return args, len(spec.segments)
-    listing = workdir / f"{out.stem}.concat.txt"
-    atomic.write_text(listing, concat_listing(spec.segments))
-    return ["-f", "concat", "-safe", "0", "-i", str(listing)], 1
 
 
 def _video_codec_args(spec: ComposeSpec) -> list[str]:

@@ -120,6 +120,8 @@ class Project(SQLModel, table=True):
     final_duration: float | None = None
     attempts: int = 0
     retry_at: datetime | None = Field(default=None, sa_column=Column(AwareDateTime))
+    # The row was deleted from the sheet: the project is kept, but nothing is written back any more.
+    row_deleted: bool = False
     # Set by 继续/重试/合成 in step mode: run the next stage once, then rest again.
     advance_once: bool = False
     # The row's modified time when we last consumed its 操作 cell: a re-read of the same edit is not a new action.

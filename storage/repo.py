@@ -261,15 +261,16 @@ class ProjectStore:
 
     def rebuild_from_meta(self, subtree: str = "") -> list[str]:
         """Insert every project found in meta.json files that the DB lacks. Returns their ids."""
-        restored = []
-        for path in meta.find_all(self.data_dir, subtree):
-            project, segs, steps = meta.read(path).rows()
-            with self.session() as s:
-                if s.get(Project, project.id) is not None:
-                    continue
-                s.add(project)
-                s.add_all(segs)
-                s.add_all(steps)
-                s.commit()
-            restored.append(project.id)
-        return restored
+        return [pid for path in meta.find_all(self.data_dir, subtree) if (pid := self.rebuild_from_meta_file(path))]
+
+    def rebuild_from_meta_file(self, path: Path | str) -> str | None:
+        """Insert the project of one meta.json if the DB lacks it; its id, or None if present."""
+        project, segs, steps = meta.read(Path(path)).rows()
+        with self.session() as s:
+            if s.get(Project, project.id) is not None:
+                return None
+            s.add(project)
+            s.add_all(segs)
+            s.add_all(steps)
+            s.commit()
+        return project.id

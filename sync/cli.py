@@ -13,6 +13,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from storage.errors import AuthFailed, NotFound, SheetReelError
+from sync import cli_ops
+from sync.cli_support import CliError, emit, load_settings, require_db
 
 EPILOG = """examples:
   sheetreel demo                       offline demo: emulated Bitable, 3 sample rows, real MP4s
@@ -23,12 +25,6 @@ EPILOG = """examples:
 
 settings come from the environment or a .env file: FEISHU_APP_ID, FEISHU_APP_SECRET,
 FEISHU_APP_TOKEN, FEISHU_TABLE_ID, SHEETREEL_DATA_DIR, ... (see README)."""
-
-
-class CliError(Exception):
-    def __init__(self, message: str, hint: str = ""):
-        super().__init__(message)
-        self.hint = hint
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,14 +45,19 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--rows", type=int, default=3, help="how many sample rows to add (default 3)")
     d.add_argument("--shots", type=int, default=None, help="shots per video (default: the template's, 7)")
 
-    s = sub.add_parser("status", help="list projects from the database", description="List every project the database knows, with state, shots, duration and the final video.")
+    s = sub.add_parser("status", help="list projects from the database, or show one in detail",
+                       description="List projects with state, shots, duration and the final video; with a project id, "
+                       "show its segments (ai/stock, durations) and every step attempt with its error.")
+    s.add_argument("project", nargs="?", help="a project id (or record id) for the detail view")
     s.add_argument("--data-dir", type=Path, default=None, help="data dir (default SHEETREEL_DATA_DIR or ./data)")
     s.add_argument("--json", action="store_true", help="machine-readable output")
+    cli_ops.add_filters(s)
 
     for name, text in (("once", "poll the table once, run what it found, write results back, exit"),
                        ("run", "poll the table forever; stop with Ctrl-C or SIGTERM")):
         c = sub.add_parser(name, help=text, description=text + ". Settings come from the environment or .env.")
         c.add_argument("--data-dir", type=Path, default=None, help="data dir (default SHEETREEL_DATA_DIR or ./data)")
+    COMMANDS.update(cli_ops.register(sub))
     return p
 
 
@@ -90,10 +91,7 @@ def _fail(message: str, hint: str) -> int:
 
 
 def _settings(args):
-    from sync.settings import Settings
-
-    overrides = {"SHEETREEL_DATA_DIR": args.data_dir} if getattr(args, "data_dir", None) else {}
-    return Settings(**overrides)
+    return load_settings(getattr(args, "data_dir", None))
 
 
 def cmd_demo(args) -> int:
@@ -113,13 +111,23 @@ def cmd_demo(args) -> int:
 
 def cmd_status(args) -> int:
     from sync.app import make_store
-    from sync.report import format_table, project_rows
+    from sync.report import format_detail, format_table, project_rows
+
+    from sync import ops
+    from sync.report import project_detail
 
     settings = _settings(args)
-    if not (settings.data_dir / "sheetreel.db").exists() and not settings.database_url:
-        raise CliError(f"no database in {settings.data_dir}", "pass --data-dir (the demo uses ./demo-data)")
-    rows = project_rows(make_store(settings))
-    print(json.dumps(rows, ensure_ascii=False, indent=2) if args.json else format_table(rows))
+    require_db(settings)
+    store = make_store(settings)
+    if args.project:
+        detail = project_detail(store, args.project)
+        if detail is None:
+            raise CliError(f"no project or record {args.project}", "run `sheetreel status` to list them")
+        emit(detail, args.json, format_detail(detail))
+        return 0
+    chosen = {p.id for p in ops.select(store, args.state, args.date, args.template, args.record)}
+    rows = [r for r in project_rows(store) if r["project_id"] in chosen]
+    emit(rows, args.json, format_table(rows))
     return 0
 
 

@@ -43,3 +43,43 @@ def format_table(rows: list[dict]) -> str:
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths)) for b in body]
     return "\n".join(lines)
+
+
+def project_detail(store: ProjectStore, key: str) -> dict | None:
+    project = store.get(key) or next((p for p in store.projects() if p.record_id == key), None)
+    if project is None:
+        return None
+    return {
+        "project": project.model_dump(mode="json", exclude={"storyboard_json"}),
+        "folder": str(store.paths(project).root),
+        "segments": [
+            {"index": s.index + 1, "state": s.state.value, "source": s.source.value, "backend": s.backend,
+             "duration": s.duration, "url": s.url}
+            for s in store.segments(project.id)
+        ],
+        "steps": [
+            {"step": r.step, "attempt": r.attempt, "host": r.host, "started": r.started_at.isoformat(),
+             "ended": r.ended_at.isoformat() if r.ended_at else None, "ok": r.ok, "error": r.error}
+            for r in store.steps(project.id)
+        ],
+    }
+
+
+def format_detail(d: dict) -> str:
+    p = d["project"]
+    lines = [
+        f"project {p['id']}  row {p['record_id']}  {p['state']} ({p['progress']}% {p['progress_text']})",
+        f"template {p['template'] or '-'}  shots {p['shot_count'] or '-'}  date {p['publish_date'] or '-'}  mode {p['mode']}",
+        f"folder {d['folder']}",
+    ]
+    if p["error"]:
+        lines.append(f"error: {p['error']}")
+    if p["final_url"]:
+        lines.append(f"final: {p['final_url']} ({p['final_duration']:.1f}s)")
+    lines.append("segments:" if d["segments"] else "segments: none yet")
+    lines += [f"  {s['index']:>2} {s['state']:<10} {s['source']:<5} {s['backend']:<9} "
+              f"{(str(round(s['duration'], 2)) + 's') if s['duration'] else '-':>6}" for s in d["segments"]]
+    lines.append("steps:")
+    lines += [f"  {r['step']:<10} #{r['attempt']} {r['started'][:19]} {'ok' if r['ok'] else ('running' if r['ok'] is None else 'failed')}"
+              + (f"  {r['error']}" if r["error"] else "") for r in d["steps"]]
+    return "\n".join(lines)

@@ -47,6 +47,7 @@ class Sheet:
         self.emu = emu
         self.app_token = emu.create_app(name="test")
         self.table_id = emu.create_table(self.app_token, name="videos", fields=table_schema(overrides))
+        defaults = {"SHEETREEL_ALLOW_PRIVATE_URLS": True, "SHEETREEL_RETRY_BASE_SECONDS": 0}
         self.settings = Settings(
             FEISHU_APP_ID=APP_ID,
             FEISHU_APP_SECRET=SECRET,
@@ -56,9 +57,7 @@ class Sheet:
             SHEETREEL_DATA_DIR=data_dir,
             SHEETREEL_TEMPLATES_DIR=TEST_TEMPLATES,
             SHEETREEL_DEFAULT_TEMPLATE="tiny",
-            SHEETREEL_ALLOW_PRIVATE_URLS=True,
-            SHEETREEL_RETRY_BASE_SECONDS=0,
-            **settings,
+            **(defaults | settings),
         )
         self.cols = self.settings.columns
 

@@ -1,0 +1,227 @@
+"""The operator's commands: init, inspect-db, verify-consistency, compare-feishu-and-db,
+migrate-local-to-db, reset-stuck, cleanup, health."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from dataclasses import asdict
+from datetime import timedelta
+from pathlib import Path
+
+from storage.errors import SheetReelError
+from sync.cli_support import CliError, emit, load_settings, need_sheet, require_db, sheet_settings
+
+
+def register(sub: argparse._SubParsersAction) -> dict:
+    def add(name: str, help: str, description: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=description)
+        p.add_argument("--data-dir", type=Path, default=None, help="data dir (default SHEETREEL_DATA_DIR or ./data)")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        return p
+
+    p = add("init", "check settings, the connection and the table's columns",
+            "Check the credentials and the table, and list configured columns that are missing or of the wrong type.")
+    p.add_argument("--create", action="store_true", help="add the missing columns with the right types and options")
+
+    p = add("inspect-db", "projects by state, stuck work, last errors, outbox backlog",
+            "Summarise the database: projects by state and template, stuck work, the last errors, the outbox backlog.")
+    add_filters(p)
+    p.add_argument("--stuck-minutes", type=float, default=30, help="running this long without progress counts as stuck (default 30)")
+
+    p = add("verify-consistency", "compare DB, meta.json, files and the sheet; --fix repairs",
+            "Compare every project's DB row with its meta.json, its files (sizes, ffprobe durations) and its sheet row. "
+            "Prints one line per difference; exit code 0 only when everything agrees.")
+    p.add_argument("--fix", action="store_true", help="repair: DB -> meta.json, DB -> sheet, missing files -> back to the stage that makes them")
+    p.add_argument("--dry-run", action="store_true", help="with --fix: show the plan, change nothing")
+    p.add_argument("--project", default=None, help="only this project id")
+    p.add_argument("--no-sheet", action="store_true", help="skip the sheet (DB, meta.json and files only)")
+
+    add("compare-feishu-and-db", "the sheet-vs-DB part alone, for the whole table",
+        "Compare the sheet with the DB for every row; also list rows the DB has never seen and projects whose row was deleted.")
+
+    p = add("migrate-local-to-db", "rebuild the DB from meta.json files (idempotent)",
+            "Insert projects found in meta.json files; update the DB where meta.json is newer; report conflicts where the DB is newer.")
+    p.add_argument("--subtree", default="", help="only projects under projects/<subtree>, e.g. 2026-11-22 or 2026-11-22/pet-eating")
+
+    p = add("reset-stuck", "put running work with no live worker back to its last good stage",
+            "Running work whose lock nobody holds, or that has shown no progress for --minutes, goes back to its last good stage.")
+    p.add_argument("--minutes", type=float, default=30, help="no progress for this long counts as stuck (default 30)")
+    p.add_argument("--dry-run", action="store_true", help="show what would be reset")
+
+    p = add("cleanup", "delete intermediates of projects completed more than N days ago",
+            "Delete segments, frames and inputs of projects completed more than --days ago; keeps final video, cover, meta.json.")
+    p.add_argument("--days", type=float, required=True, help="age in days")
+    p.add_argument("--dry-run", action="store_true", help="list what would be deleted and the space it frees")
+
+    p = add("health", "exit 0 when DB, disk, ffmpeg, the sheet and the outbox are fine",
+            "Check the DB is writable, the data dir has space, ffmpeg is present, the sheet answers and the outbox is not backing up.")
+    p.add_argument("--min-free-gb", type=float, default=2.0, help="least free disk space (default 2)")
+    p.add_argument("--max-backlog", type=int, default=500, help="most pending sheet writes (default 500)")
+    return {"init": cmd_init, "inspect-db": cmd_inspect, "verify-consistency": cmd_verify,
+            "compare-feishu-and-db": cmd_compare, "migrate-local-to-db": cmd_migrate, "reset-stuck": cmd_reset,
+            "cleanup": cmd_cleanup, "health": cmd_health}
+
+
+def add_filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state", default=None, help="e.g. failed or 失败")
+    p.add_argument("--date", default=None, help="publish date, YYYY-MM-DD")
+    p.add_argument("--template", default=None, help="template id")
+    p.add_argument("--record", default=None, help="Bitable record id")
+
+
+def _store(args):
+    from sync.app import make_store
+
+    settings = load_settings(args.data_dir)
+    require_db(settings)
+    return settings, make_store(settings)
+
+
+def _now():
+    from sync.app import utc_clock
+
+    return utc_clock()
+
+
+def cmd_init(args) -> int:
+    from pipeline.templates import TemplateLibrary, bundled_templates_dir
+    from sync.app import make_table
+    from sync.schema import TYPE_NAMES, check_columns, create_missing
+
+    with sheet_settings(load_settings(args.data_dir)) as live:
+        settings = need_sheet(live)
+        table = make_table(settings)
+        roots = [r for r in (settings.templates_dir, bundled_templates_dir()) if r]
+        report = check_columns(table, settings.columns.schema(TemplateLibrary(*roots).ids()))
+        created = create_missing(table, report) if args.create else []
+    missing = [name for name, _, _ in report.missing if name not in created]
+    wrong = [f"{n}: is {TYPE_NAMES.get(a, a)}, should be {TYPE_NAMES.get(e, e)}" for n, e, a in report.wrong_type]
+    lines = [f"connected: table {settings.feishu_table_id} in base {settings.feishu_app_token}"]
+    lines += [f"created column {n}" for n in created]
+    lines += [f"missing column {n} ({TYPE_NAMES.get(t, t)})" for n, t, _ in report.missing if n in missing]
+    lines += [f"wrong type: {w}" for w in wrong]
+    if missing and not args.create:
+        lines.append("hint: run `sheetreel init --create` to add the missing columns")
+    ok = not missing and not wrong
+    lines.append("columns OK" if ok else "columns need attention")
+    emit({"created": created, "missing": missing, "wrong_type": wrong, "ok": ok}, args.json, "\n".join(lines))
+    return 0 if ok else 1
+
+
+def cmd_inspect(args) -> int:
+    from storage.locks import ProjectLocks
+    from sync import ops
+
+    settings, store = _store(args)
+    projects = ops.select(store, args.state, args.date, args.template, args.record)
+    view = ops.overview(store, ProjectLocks(settings.data_dir / "locks"), _now(), timedelta(minutes=args.stuck_minutes), projects)
+    lines = [f"projects: {len(projects)}  " + "  ".join(f"{k}={v}" for k, v in sorted(view.by_state.items())),
+             "templates: " + "  ".join(f"{k}={v}" for k, v in sorted(view.by_template.items())),
+             f"stuck: {', '.join(view.stuck) or 'none'}",
+             f"outbox backlog: {view.outbox_backlog}" + (f" (oldest {view.outbox_oldest_seconds:.0f}s)" if view.outbox_oldest_seconds else "")]
+    lines += ["last errors:"] + [f"  {e['project']} {e['record']} {e['state']}: {e['error']}" for e in view.recent_errors] if view.recent_errors else ["last errors: none"]
+    emit(asdict(view), args.json, "\n".join(lines))
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from sync import consistency
+
+    settings, store = _store(args)
+    with sheet_settings(settings) as live:
+        if live is None and not args.no_sheet:
+            raise CliError("no sheet configured, so the sheet cannot be compared", "use --no-sheet, or set the FEISHU_* settings")
+        result = consistency.verify(store, None if args.no_sheet else live, args.project)
+        lines = [m.line() for m in result.mismatches]
+        fixes = []
+        if args.fix and result.mismatches:
+            fixes = consistency.fix(store, live, result.mismatches, dry_run=args.dry_run)
+            lines += [("plan: " if args.dry_run else "fixed: ") + f for f in fixes]
+    lines.append(f"{len(result.checked)} projects checked, {len(result.mismatches)} differences")
+    emit({"mismatches": [m.as_dict() for m in result.mismatches], "fixes": fixes, "checked": len(result.checked)},
+         args.json, "\n".join(lines))
+    return 0 if not result.mismatches else 1
+
+
+def cmd_compare(args) -> int:
+    from sync import consistency
+
+    settings, store = _store(args)
+    with sheet_settings(settings) as live:
+        result = consistency.compare_sheet(store, need_sheet(live))
+    lines = [m.line() for m in result.mismatches]
+    lines += [f"row never seen by the DB: {rid}" for rid in result.unknown_rows]
+    lines.append(f"{len(result.checked)} projects compared, {len(result.mismatches)} differences, {len(result.unknown_rows)} unknown rows")
+    emit({"mismatches": [m.as_dict() for m in result.mismatches], "unknown_rows": result.unknown_rows}, args.json, "\n".join(lines))
+    return 0 if not result.mismatches and not result.unknown_rows else 1
+
+
+def cmd_migrate(args) -> int:
+    from storage.rebuild import migrate
+    from sync.app import make_store
+
+    settings = load_settings(args.data_dir)
+    report = migrate(make_store(settings), args.subtree)
+    lines = [f"restored {len(report.restored)}, updated {len(report.updated)}, unchanged {len(report.unchanged)}, "
+             f"conflicts {len(report.conflicts)}"] + [f"conflict: {c}" for c in report.conflicts]
+    emit(asdict(report), args.json, "\n".join(lines))
+    return 0 if not report.conflicts else 1
+
+
+def cmd_reset(args) -> int:
+    from storage.locks import ProjectLocks
+    from sync import ops
+
+    settings, store = _store(args)
+    done = ops.reset_stuck(store, ProjectLocks(settings.data_dir / "locks"), _now(), timedelta(minutes=args.minutes), args.dry_run)
+    emit({"reset": done, "dry_run": args.dry_run}, args.json, "\n".join(done) or "nothing stuck")
+    return 0
+
+
+def cmd_cleanup(args) -> int:
+    from sync import ops
+
+    settings, store = _store(args)
+    items = ops.cleanup_plan(store, _now(), timedelta(days=args.days))
+    if not args.dry_run:
+        ops.cleanup(items)
+    total = sum(i.size for i in items)
+    verb = "would free" if args.dry_run else "freed"
+    lines = [f"{i.project_id} {i.path} {ops.human(i.size)}" for i in items]
+    lines.append(f"{len({i.project_id for i in items})} projects, {verb} {ops.human(total)}")
+    emit({"items": [{"project": i.project_id, "path": str(i.path), "bytes": i.size} for i in items],
+          "bytes": total, "dry_run": args.dry_run}, args.json, "\n".join(lines))
+    return 0
+
+
+def cmd_health(args) -> int:
+    from connectors.feishu.protocol import BitableClient
+    from sync.app import make_store, make_table
+
+    settings = load_settings(args.data_dir)
+    checks: dict[str, tuple[bool, str]] = {}
+    try:
+        store = make_store(settings)
+        store.set_watermark("__health__", 0)
+        backlog = store.outbox_size()
+        checks["db"] = (True, "writable")
+        checks["outbox"] = (backlog <= args.max_backlog, f"{backlog} pending writes")
+    except Exception as e:  # any failure here is exactly what health reports
+        checks["db"] = (False, f"{type(e).__name__}: {e}")
+    free = shutil.disk_usage(settings.data_dir if settings.data_dir.exists() else Path(".")).free / 1024**3
+    checks["disk"] = (free >= args.min_free_gb, f"{free:.1f} GB free")
+    checks["ffmpeg"] = (shutil.which("ffmpeg") is not None, shutil.which("ffmpeg") or "not on PATH")
+    with sheet_settings(settings) as live:
+        if live is None:
+            checks["sheet"] = (False, "not configured")
+        else:
+            try:
+                table: BitableClient = make_table(live)
+                checks["sheet"] = (True, f"{len(table.list_fields())} columns")
+            except SheetReelError as e:
+                checks["sheet"] = (False, str(e))
+    ok = all(good for good, _ in checks.values())
+    emit({"ok": ok, "checks": {k: {"ok": g, "detail": d} for k, (g, d) in checks.items()}}, args.json,
+         "\n".join(f"{'ok  ' if g else 'FAIL'} {k}: {d}" for k, (g, d) in checks.items()))
+    return 0 if ok else 1

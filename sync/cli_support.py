@@ -1,0 +1,56 @@
+"""Helpers shared by the CLI modules: errors, settings, and reaching the sheet (real or demo)."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from sync.settings import Settings
+
+
+class CliError(Exception):
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message)
+        self.hint = hint
+
+
+def load_settings(data_dir: Path | None) -> Settings:
+    return Settings(**({"SHEETREEL_DATA_DIR": data_dir} if data_dir else {}))
+
+
+def require_db(settings: Settings) -> None:
+    if not settings.database_url and not (settings.data_dir / "sheetreel.db").exists():
+        raise CliError(f"no database in {settings.data_dir}", "pass --data-dir (the demo uses ./demo-data)")
+
+
+@contextmanager
+def sheet_settings(settings: Settings) -> Iterator[Settings | None]:
+    """Settings that reach the sheet: the configured table, or the demo's emulated table when the
+    data dir came from `sheetreel demo`. None when neither is available."""
+    if not settings.missing_feishu():
+        yield settings
+        return
+    ids = settings.data_dir / "emulator" / "demo_table.json"
+    if not ids.is_file():
+        yield None
+        return
+    from sync.demo import demo_settings, DemoTable, open_emulator
+
+    with open_emulator(settings.data_dir.resolve()) as emu:
+        url = emu.start()
+        yield demo_settings(settings.data_dir, url, DemoTable(**json.loads(ids.read_text())))
+
+
+def need_sheet(settings: Settings | None) -> Settings:
+    if settings is None:
+        raise CliError(
+            "no sheet configured: FEISHU_APP_ID, FEISHU_APP_SECRET, FEISHU_APP_TOKEN, FEISHU_TABLE_ID are not set",
+            "set them in .env, or point --data-dir at a `sheetreel demo` data dir",
+        )
+    return settings
+
+
+def emit(data, as_json: bool, text: str) -> None:
+    print(json.dumps(data, ensure_ascii=False, indent=2, default=str) if as_json else text)

@@ -1,0 +1,143 @@
+"""Real disagreements between DB, meta.json, files and the sheet: reported precisely, repaired,
+and a second verify is clean."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlmodel import delete
+
+from storage.models import OutboxEntry, Project, ProjectState, Segment, StepRun
+from sync import sheet_view
+from sync.cli import main
+from conftest import Sheet
+
+
+@pytest.fixture
+def six(sheet: Sheet, monkeypatch):
+    s = sheet.settings
+    for key, value in {"FEISHU_APP_ID": s.feishu_app_id, "FEISHU_APP_SECRET": s.feishu_app_secret.get_secret_value(),
+                       "FEISHU_APP_TOKEN": s.feishu_app_token, "FEISHU_TABLE_ID": s.feishu_table_id,
+                       "FEISHU_BASE_URL": s.feishu_base_url, "SHEETREEL_DATA_DIR": str(s.data_dir),
+                       "SHEETREEL_TEMPLATES_DIR": str(s.templates_dir)}.items():
+        monkeypatch.setenv(key, value)
+    cols = sheet.cols
+    rids = sheet.add_rows([{cols.title: f"行{i}", cols.image: sheet.image_cell(), cols.template: "tiny",
+                            cols.shot_count: 2} for i in range(6)])
+    app = sheet.app()
+    app.once()
+    return sheet, app, [app.store.by_record(sheet.table_id, r) for r in rids]
+
+
+def run(capsys, *args) -> tuple[int, list[str]]:
+    code = main(list(args))
+    return code, capsys.readouterr().out.splitlines()
+
+
+def test_verify_reports_each_disagreement_fix_repairs_and_a_second_verify_is_clean(six, capsys):
+    sheet, app, (a, b, c, d, e, f) = six
+    store, cols = app.store, sheet.cols
+    assert run(capsys, "verify-consistency")[0] == 0
+
+    store.paths(a).segment(1).unlink()                                    # a deleted segment file
+    meta_path = store.paths(b).meta                                       # meta.json edited by hand
+    edited = json.loads(meta_path.read_text())
+    edited["project"]["state"] = "failed"
+    meta_path.write_text(json.dumps(edited))
+    sheet.emu.set_cells(sheet.app_token, sheet.table_id, c.record_id, {cols.status: "失败"})  # a user edits a system cell
+    with store.session() as s:                                            # a DB row deleted
+        for table in (Segment, StepRun):
+            s.exec(delete(table).where(table.project_id == d.id))
+        s.exec(delete(Project).where(Project.id == d.id))
+        s.commit()
+    e.progress_text = "人工改动"                                           # an outbox write lost
+    store.save(e, sheet=sheet_view.render(e, store.segments(e.id), cols, app.clock()))
+    with store.session() as s:
+        s.exec(delete(OutboxEntry))
+        s.commit()
+    sheet.emu.delete_record(sheet.app_token, sheet.table_id, f.record_id)  # a row deleted in the sheet
+
+    code, lines = run(capsys, "verify-consistency")
+    assert code == 1
+    assert f"{a.id} {a.record_id} files.segment2: db=present files=missing" in lines
+    assert f"{b.id} {b.record_id} meta.state: db=completed meta=failed" in lines
+    assert f"{c.id} {c.record_id} sheet.状态: db=已完成 sheet=失败" in lines
+    assert any(line.startswith(f"{d.id} {d.record_id} db.row: db=missing meta.json=") for line in lines)
+    assert f"{e.id} {e.record_id} sheet.进度: db=100% 人工改动 sheet=100% 已完成" in lines
+    assert f"{f.id} {f.record_id} sheet.row: db=present sheet=deleted" in lines
+
+    code, plan = run(capsys, "verify-consistency", "--fix", "--dry-run")
+    assert code == 1 and any(f"plan: {a.id}: send the project back" in line for line in plan)
+    assert run(capsys, "verify-consistency")[0] == 1  # the dry run changed nothing
+
+    code, fixed = run(capsys, "verify-consistency", "--fix")
+    assert any(f"fixed: {d.id}: restored from meta.json" == line for line in fixed)
+    assert any(line.startswith(f"fixed: {a.id}: back to storyboard_ready") for line in fixed)
+    code, lines = run(capsys, "verify-consistency")
+    assert code == 0, lines
+
+    # The project sent back regenerates what was missing, and everything still agrees.
+    app.once()
+    assert store.get(a.id).state == ProjectState.completed
+    assert store.paths(a).segment(1).is_file()
+    assert run(capsys, "verify-consistency")[0] == 0
+
+
+def test_compare_lists_rows_the_db_never_saw(six, capsys):
+    sheet, app, projects = six
+    (stranger,) = sheet.add_rows([{sheet.cols.title: "新行"}])
+    code, lines = run(capsys, "compare-feishu-and-db")
+    assert code == 1 and f"row never seen by the DB: {stranger}" in lines
+
+
+def test_migrate_rebuilds_the_db_reports_conflicts_and_is_idempotent(six, capsys):
+    sheet, app, projects = six
+    store = app.store
+    newer = projects[0]
+    newer.progress_text = "DB 更新过"
+    with store.session() as s:  # the DB moves on without meta.json (as if meta was restored from a backup)
+        s.merge(newer)
+        s.commit()
+    with store.session() as s:
+        s.exec(delete(Segment).where(Segment.project_id == projects[1].id))
+        s.exec(delete(StepRun).where(StepRun.project_id == projects[1].id))
+        s.exec(delete(Project).where(Project.id == projects[1].id))
+        s.commit()
+    code, lines = run(capsys, "migrate-local-to-db", "--json")
+    report = json.loads("\n".join(lines))
+    assert code == 1 and report["restored"] == [projects[1].id]
+    assert len(report["conflicts"]) == 1 and report["conflicts"][0].startswith(f"{projects[0].id}: DB is newer")
+    assert store.get(projects[0].id).progress_text == "DB 更新过"
+    code, lines = run(capsys, "migrate-local-to-db", "--json")
+    assert json.loads("\n".join(lines))["restored"] == []
+
+
+def test_reset_stuck_and_cleanup(six, capsys):
+    sheet, app, projects = six
+    store = app.store
+    stuck = projects[0]
+    stuck.state = ProjectState.generating
+    store.save(stuck)
+    code, lines = run(capsys, "reset-stuck", "--dry-run")
+    assert lines == [f"{stuck.id}: generating -> storyboard_ready"] and store.get(stuck.id).state == ProjectState.generating
+    run(capsys, "reset-stuck")
+    assert store.get(stuck.id).state == ProjectState.storyboard_ready
+
+    code, lines = run(capsys, "cleanup", "--days", "0", "--dry-run")
+    assert lines[-1].startswith("5 projects, would free")
+    assert store.paths(projects[1]).segments.is_dir()
+    run(capsys, "cleanup", "--days", "0")
+    paths = store.paths(projects[1])
+    assert not paths.segments.exists() and not paths.frames.exists()
+    assert paths.final_video.is_file() and paths.cover.is_file() and paths.meta.is_file()
+
+
+def test_inspect_and_health(six, capsys):
+    code, lines = run(capsys, "inspect-db", "--json")
+    view = json.loads("\n".join(lines))
+    assert view["by_state"] == {"completed": 6} and view["outbox_backlog"] == 0
+    code, lines = run(capsys, "health", "--json")
+    assert code == 0 and json.loads("\n".join(lines))["checks"]["sheet"]["ok"] is True
+    code, lines = run(capsys, "health", "--max-backlog", "-1")
+    assert code == 1 and any(line.startswith("FAIL outbox") for line in lines)
