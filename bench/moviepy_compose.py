@@ -15,7 +15,14 @@ from typing import Any
 
 def render(job: dict[str, Any]) -> None:
     """Write job["out"]; the job's keys are what bench/compose.py passes (see `moviepy_job`)."""
-    from moviepy import AudioFileClip, CompositeVideoClip, ImageClip, TextClip, afx, concatenate_videoclips
+    from moviepy import (
+        AudioFileClip,
+        CompositeVideoClip,
+        ImageClip,
+        TextClip,
+        afx,
+        concatenate_videoclips,
+    )
     from moviepy.video.tools.subtitles import SubtitlesClip
 
     width, height = job["width"], job["height"]

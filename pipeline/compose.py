@@ -16,7 +16,13 @@ from pydantic import BaseModel
 from connectors import ffmpeg
 from pipeline import audio_mix
 from pipeline.audio_mix import AUDIO_BITRATE, AUDIO_RATE, FADE_IN, FADE_OUT
-from pipeline.compose_plan import ComposeSpec, clip_srt, decorate_graph, join_graph, needs_reencode
+from pipeline.compose_plan import (
+    ComposeSpec,
+    clip_srt,
+    decorate_graph,
+    join_graph,
+    needs_reencode,
+)
 from storage import atomic
 from storage.errors import MediaError
 
@@ -43,7 +49,7 @@ class _Layout(BaseModel):
     """How the segments get in: decided from the spec and what the segments really are."""
 
     conform: list[bool]  # per segment: not in the shared format, must be scaled/resampled
-    copy: bool  # stream-copy the video
+    stream_copy: bool  # copy the segments' H.264 untouched
     separate: bool  # one -i per segment (transitions or conforming), else the concat demuxer
     duration: float  # of the output, seconds
 
@@ -65,8 +71,8 @@ def compose(spec: ComposeSpec, out: Path, workdir: Path, *, cover: Path | None =
         args += ["-i", str(soft)]
     outputs = [
         "-filter_complex", ";".join([*graphs, audio.graph]),
-        "-map", "0:v:0" if layout.copy else "[vout]", "-map", "[aout]",
-        *(["-c:v", "copy"] if layout.copy else _video_codec_args(spec)),
+        "-map", "0:v:0" if layout.stream_copy else "[vout]", "-map", "[aout]",
+        *(["-c:v", "copy"] if layout.stream_copy else _video_codec_args(spec)),
         *(_soft_subtitle_args(next_input, spec) if soft is not None else []),
         "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-ar", str(AUDIO_RATE), "-ac", "2",
         "-map_metadata", "-1", "-movflags", "+faststart",
@@ -78,7 +84,7 @@ def compose(spec: ComposeSpec, out: Path, workdir: Path, *, cover: Path | None =
     if spec.cover_at is not None:
         cover_path = cover or out.with_suffix(".jpg")
         make_cover(out, cover_path, at=spec.cover_at, length=length)
-    return ComposeResult(video=out, cover=cover_path, duration=length, reencoded=not layout.copy,
+    return ComposeResult(video=out, cover=cover_path, duration=length, reencoded=not layout.stream_copy,
                          levels=audio.levels)
 
 
@@ -192,7 +198,7 @@ def _layout(spec: ComposeSpec) -> _Layout:
         _check_lengths(spec, infos)
     return _Layout(
         conform=conform,
-        copy=not needs_reencode(spec) and not any(conform),
+        stream_copy=not needs_reencode(spec) and not any(conform),
         separate=separate,
         # Separate inputs are trimmed to the plan; the demuxer plays the files as they are.
         duration=spec.total_duration if separate else sum(info.duration for info in infos),
@@ -208,7 +214,7 @@ def _video_part(spec: ComposeSpec, layout: _Layout, out: Path, workdir: Path) ->
         atomic.write_text(listing, concat_listing(spec.segments))
         args = ["-f", "concat", "-safe", "0", "-i", str(listing)]
     next_input = len(spec.segments) if layout.separate else 1
-    if layout.copy:
+    if layout.stream_copy:
         return args, [], next_input
     logo_input = None
     if spec.logo is not None:

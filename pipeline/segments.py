@@ -1,16 +1,20 @@
-"""Segments stage: shot k starts from the opening image (k = 0) or the last frame of shot k-1."""
+"""Segments stage: AI shots chain frame to frame from the opening image; stock shots are cut
+from the library and the chain skips them (the next AI shot continues from the last AI frame).
+A drift guard pulls a chained frame's colours back towards the opening image before it seeds
+the next shot."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
 
-from connectors.video.protocol import SegmentGenerator, SegmentRequest
 from connectors import ffmpeg
-from pipeline import frames
-from storage.storyboard import Storyboard
+from connectors.video.protocol import SegmentGenerator, SegmentRequest
+from pipeline import drift, frames
 from pipeline.templates import TemplateConfig
+from storage.models import SegmentSource
 from storage.paths import ProjectPaths
+from storage.storyboard import Storyboard
 
 
 @dataclass(frozen=True)
@@ -18,13 +22,16 @@ class SegmentResult:
     index: int
     duration: float
     backend: str
+    source: SegmentSource
+    drift: float | None  # colour distance of the last frame to the opening image (AI shots)
 
 
 def generate_segments(
     board: Storyboard,
     paths: ProjectPaths,
     template: TemplateConfig,
-    generator_for: Callable[[int], SegmentGenerator],
+    sources: list[SegmentSource],
+    generator_for: Callable[[int, SegmentSource], SegmentGenerator],
     done: set[int],
     on_start: Callable[[int], None],
     on_done: Callable[[SegmentResult], None],
@@ -32,30 +39,44 @@ def generate_segments(
 ) -> None:
     """Render every shot not in `done`, in order. Re-running skips finished shots (checkpoints)."""
     paths.make_dirs()
+    seed_frame = paths.opening_image
     for shot in board.shots:
-        k = shot.index
+        k, source = shot.index, sources[shot.index]
         if k in done and paths.segment(k).is_file():
             _ensure_frames(paths, k)
-            continue
-        on_start(k)
-        generator = generator_for(k)
-        start_image = paths.opening_image if k == 0 else paths.last_frame(k - 1)
-        generator.generate(
-            SegmentRequest(
-                image=start_image,
-                shot=shot,
-                width=template.width,
-                height=template.height,
-                fps=template.fps,
-                out=paths.segment(k),
-                seed=seed + k,
+        else:
+            on_start(k)
+            generator = generator_for(k, source)
+            generator.generate(
+                SegmentRequest(image=seed_frame, shot=shot, width=template.width, height=template.height,
+                               fps=template.fps, out=paths.segment(k), seed=seed + k)
             )
-        )
-        frames.extract_first_last(paths.segment(k), paths.first_frame(k), paths.last_frame(k))
-        on_done(SegmentResult(index=k, duration=ffmpeg.probe(paths.segment(k)).duration, backend=generator.name))
+            frames.extract_first_last(paths.segment(k), paths.first_frame(k), paths.last_frame(k))
+            distance = _guard_drift(paths, k, template.drift_threshold) if source == SegmentSource.ai else None
+            duration = ffmpeg.probe(paths.segment(k)).duration
+            on_done(SegmentResult(k, duration, generator.name, source, distance))
+        if source == SegmentSource.ai:
+            seed_frame = paths.seed_frame(k) if paths.seed_frame(k).is_file() else paths.last_frame(k)
+
+
+def _guard_drift(paths: ProjectPaths, k: int, threshold: float | None) -> float:
+    distance = drift.colour_distance(paths.last_frame(k), paths.opening_image)
+    paths.seed_frame(k).unlink(missing_ok=True)
+    if threshold is not None and distance > threshold:
+        drift.correct_towards(paths.last_frame(k), paths.opening_image, paths.seed_frame(k))
+    return round(distance, 2)
 
 
 def _ensure_frames(paths: ProjectPaths, k: int) -> None:
     """A finished segment whose frames were cleaned up still has to seed the next shot."""
     if not (paths.first_frame(k).is_file() and paths.last_frame(k).is_file()):
         frames.extract_first_last(paths.segment(k), paths.first_frame(k), paths.last_frame(k))
+
+
+def shot_starts(durations: list[float], overlap: float) -> list[float]:
+    """Where each shot begins on the final timeline when joins overlap by `overlap` seconds."""
+    starts, t = [], 0.0
+    for d in durations:
+        starts.append(t)
+        t += d - overlap
+    return starts

@@ -33,6 +33,8 @@ class TemplateStoryboarder:
                 prompt=lines[i % len(lines)].format(scene=scene),
                 duration=template.shot_duration,
                 camera=cams[i % len(cams)],
+                narration=template.narration_lines[i] if i < len(template.narration_lines) else None,
+                stock_tags=template.stock_tags,
             )
             for i in range(shot_count)
         ]

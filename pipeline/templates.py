@@ -4,12 +4,37 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from storage.storyboard import Camera
 from storage.errors import BadInput, Permanent
 from storage.paths import safe_component
+
+
+class LogoConfig(BaseModel):
+    file: str
+    position: Literal["top-left", "top-right", "bottom-left", "bottom-right"] = "bottom-right"
+    scale: float = Field(default=0.12, gt=0, le=1)
+    opacity: float = Field(default=0.8, ge=0, le=1)
+    margin: int = Field(default=24, ge=0)
+
+
+class SubtitleConfig(BaseModel):
+    mode: Literal["burn", "soft", "off"] = "off"
+    font: str = "Noto Sans CJK SC"
+    size: float = Field(default=0.045, gt=0, le=0.5)
+    outline: float = Field(default=2.0, ge=0, le=20)
+    margin_v: int = Field(default=48, ge=0)
+    colour: str = Field(default="#FFFFFF", pattern=r"^#[0-9A-Fa-f]{6}$")
+
+
+class NarrationConfig(BaseModel):
+    enabled: bool = False
+    voice: str = "alloy"
+    speed: float = Field(default=1.0, ge=0.5, le=2.0)
+    gap: float = Field(default=0.25, ge=0, le=2)
 
 
 class TemplateConfig(BaseModel):
@@ -26,8 +51,27 @@ class TemplateConfig(BaseModel):
     cameras: list[Camera] = Field(default_factory=lambda: [Camera.zoom_in])
     # Offline storyboard lines; "{scene}" is replaced by the row's scene description.
     shot_prompts: list[str] = Field(default_factory=lambda: ["{scene}"])
+    narration_lines: list[str] = Field(default_factory=list)
+    stock_tags: list[str] = Field(default_factory=list)
     music: str = ""
     music_volume_db: float = Field(default=-16.0, le=0)
+    duck_db: float = Field(default=10.0, ge=0, le=60)
+    loudness_lufs: float = Field(default=-14.0, ge=-40, le=-5)
+    transition: str = "none"
+    transition_duration: float = Field(default=0.5, gt=0, le=5)
+    cover_at: float = Field(default=1.0, ge=0)
+    # Share of shots made by the AI backend; the rest come from the stock library, so that no
+    # finished video is 100% AI-generated when this is below 1.
+    ai_ratio: float = Field(default=1.0, ge=0, le=1)
+    # Colour distance (ΔE) of a chained frame to the opening image above which it is corrected.
+    drift_threshold: float | None = Field(default=6.0, ge=0)
+    # Pre-recorded speech in this folder, laid under the video and subtitled by ASR.
+    voiceover: str = ""
+    # Whether the storyboard model is sent the opening image.
+    llm_images: bool = False
+    logo: LogoConfig | None = None
+    subtitles: SubtitleConfig = Field(default_factory=SubtitleConfig)
+    narration: NarrationConfig = Field(default_factory=NarrationConfig)
     prompt_file: str = "storyboard_prompt.md"
     folder: Path
 
@@ -46,6 +90,14 @@ class TemplateConfig(BaseModel):
     @property
     def music_path(self) -> Path | None:
         return self.folder / self.music if self.music else None
+
+    @property
+    def logo_path(self) -> Path | None:
+        return self.folder / self.logo.file if self.logo else None
+
+    @property
+    def voiceover_path(self) -> Path | None:
+        return self.folder / self.voiceover if self.voiceover else None
 
     def prompt_text(self) -> str:
         return (self.folder / self.prompt_file).read_text(encoding="utf-8")

@@ -82,6 +82,10 @@ class ProjectPaths:
     def last_frame(self, index: int) -> Path:
         return self.frames / f"seg_{index:02d}_last.jpg"
 
+    def seed_frame(self, index: int) -> Path:
+        """The colour-corrected last frame that seeds the next shot, when drift needed fixing."""
+        return self.frames / f"seg_{index:02d}_seed.jpg"
+
     def make_dirs(self) -> None:
         for d in (self.inputs, self.segments, self.frames, self.final_dir):
             d.mkdir(parents=True, exist_ok=True)

@@ -15,14 +15,12 @@ from connectors.feishu.lark_client import LarkBitable, make_lark_client
 from connectors.feishu.messenger import LarkMessenger, WebhookMessenger
 from connectors.feishu.protocol import BitableClient, Messenger
 from connectors.fetch import ImageFetcher
-from connectors.store.local import LocalObjectStore
-from connectors.video.kenburns import KenBurnsGenerator
-from pipeline.storyboard import TemplateStoryboarder
 from pipeline.templates import TemplateLibrary, bundled_templates_dir
 from storage import atomic
 from storage.db import make_engine
 from storage.locks import ProjectLocks
 from storage.repo import ProjectStore
+from sync import backends
 from sync.notify import Notifier
 from sync.outbox import OutboxFlusher
 from sync.poller import Poller
@@ -83,9 +81,11 @@ class App:
                 store=self.store,
                 locks=self.locks,
                 templates=self.templates,
-                storyboarders={"template": TemplateStoryboarder()},
-                generators={"kenburns": KenBurnsGenerator()},
-                objects=LocalObjectStore(settings.public_dir, settings.public_url),
+                storyboarders=backends.storyboarders(settings),
+                generators=backends.generators(settings),
+                objects=backends.object_store(settings),
+                speech=backends.speech(settings),
+                transcriber=backends.transcriber(settings),
                 fetch_image=fetch_image,
                 columns=settings.columns,
                 clock=clock,

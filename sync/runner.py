@@ -11,16 +11,19 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Callable
 
+from connectors.asr import Transcriber
 from connectors.store.protocol import ObjectStore
+from connectors.tts import Speech
 from connectors.video.protocol import SegmentGenerator
 from connectors import ffmpeg
-from pipeline import compose
+from pipeline import compose, final_cut
+from pipeline.mix import plan_sources
 from storage.storyboard import Storyboard
 from pipeline.segments import SegmentResult, generate_segments
 from pipeline.storyboard import Storyboarder, to_text
 from pipeline.templates import TemplateLibrary
 from storage import atomic
-from storage.errors import BadInput, Cancelled, MediaError, SheetReelError, Transient
+from storage.errors import BadInput, Cancelled, MediaError, Permanent, SheetReelError, Transient
 from storage.locks import ProjectLocks
 from storage.models import (
     RESUME_FROM,
@@ -64,6 +67,8 @@ class RunnerDeps:
     # Set on SIGTERM: running steps stop at their next safe point and checkpoint.
     stopping: threading.Event = field(default_factory=threading.Event)
     sheet_url: str = ""
+    speech: Speech | None = None
+    transcriber: Transcriber | None = None
 
 
 class Stopping(Exception):
@@ -205,6 +210,8 @@ class ProjectRunner:
             self.d.fetch_image(ImageRef.model_validate_json(p.image_ref), paths.opening_image)
         _check_image(paths.opening_image)
         backend = template.storyboard_backend or self.d.storyboard_backend
+        if backend == "llm" and template.llm_images:
+            backend = "llm-images"
         board = self._storyboarder(backend).write(template, p.scene, p.shot_count or template.shot_count, paths.opening_image)
         atomic.write_text(paths.storyboard, board.model_dump_json(indent=2))
         p.storyboard_json = board.model_dump_json()
@@ -214,26 +221,29 @@ class ProjectRunner:
         board = Storyboard.model_validate_json(p.storyboard_json)
         template = self.d.templates.get(p.template)
         paths = self.d.store.paths(p)
-        generator = self._generator(template.segment_backend or self.d.segment_backend)
-        existing = {s.index: s for s in self.d.store.segments(p.id)}
-        done = {i for i, s in existing.items() if s.state == SegmentState.done}
         total = len(board.shots)
+        sources = plan_sources(p.id, total, template.ai_ratio)
+        ai = _SlotGuard(self._generator(template.segment_backend or self.d.segment_backend), self.d.gpu_slots)
+        stock = self._stock(template, p) if SegmentSource.stock in sources else None
+        done = {s.index for s in self.d.store.segments(p.id) if s.state == SegmentState.done}
+
+        def generator_for(k: int, source: SegmentSource) -> SegmentGenerator:
+            return stock if source == SegmentSource.stock else ai
 
         def on_start(k: int) -> None:
             self._checkpoint(p)
-            seg = Segment(project_id=p.id, index=k, state=SegmentState.generating, source=SegmentSource.ai, backend=generator.name)
+            seg = Segment(project_id=p.id, index=k, state=SegmentState.generating, source=sources[k],
+                          backend=generator_for(k, sources[k]).name)
             self._save(p, ProjectState.generating, 10 + 75 * k // total, f"生成第{k + 1}/{total}段", segments=(seg,))
 
         def on_done(res: SegmentResult) -> None:
             url = self.d.objects.put(paths.segment(res.index), self._key(p, f"segments/seg_{res.index:02d}.mp4"))
-            seg = Segment(
-                project_id=p.id, index=res.index, state=SegmentState.done, source=SegmentSource.ai,
-                backend=res.backend, duration=res.duration, url=url,
-            )
-            self._save(p, ProjectState.generating, 10 + 75 * (res.index + 1) // total, f"完成第{res.index + 1}/{total}段", segments=(seg,))
+            seg = Segment(project_id=p.id, index=res.index, state=SegmentState.done, source=res.source,
+                          backend=res.backend, duration=res.duration, url=url, drift=res.drift)
+            self._save(p, ProjectState.generating, 10 + 75 * (res.index + 1) // total,
+                       f"完成第{res.index + 1}/{total}段", segments=(seg,))
 
-        guarded = _SlotGuard(generator, self.d.gpu_slots)
-        generate_segments(board, paths, template, lambda k: guarded, done, on_start, on_done)
+        generate_segments(board, paths, template, sources, generator_for, done, on_start, on_done)
         self._save(p, ProjectState.segments_ready, 85, "视频段完成")
 
     def _compose(self, p: Project) -> None:
@@ -241,16 +251,13 @@ class ProjectRunner:
         template = self.d.templates.get(p.template)
         paths = self.d.store.paths(p)
         paths.make_dirs()
-        compose.concat_with_music(
-            [paths.segment(s.index) for s in board.shots],
-            paths.final_video,
-            duration=board.total_duration,
-            music=template.music_path,
-            music_volume_db=template.music_volume_db,
-            workdir=paths.final_dir,
-        )
-        compose.make_cover(paths.final_video, paths.cover)
-        p.final_duration = ffmpeg.probe(paths.final_video).duration
+        if template.narration.enabled and self.d.speech is None:
+            log.warning("narration skipped project=%s template=%s reason=TTS_BASE_URL not set", p.id, template.id)
+        sound = final_cut.soundtrack(board, template, self.d.speech, self.d.transcriber, paths.final_dir)
+        self._checkpoint(p)
+        spec = final_cut.compose_spec(board, template, [paths.segment(s.index) for s in board.shots], sound)
+        result = compose.compose(spec, paths.final_video, paths.final_dir, cover=paths.cover)
+        p.final_duration = result.duration
         p.final_url = self.d.objects.put(paths.final_video, self._key(p, "final/final.mp4"))
         p.cover_url = self.d.objects.put(paths.cover, self._key(p, "final/cover.jpg"))
         cols = self.d.columns
@@ -267,6 +274,13 @@ class ProjectRunner:
             return self.d.storyboarders[name]
         except KeyError:
             raise BadInput(f"分镜后端“{name}”未配置：可选 {', '.join(self.d.storyboarders)}") from None
+
+    def _stock(self, template, p: Project) -> SegmentGenerator:
+        library = self.d.generators.get("stock")
+        if library is None:
+            raise Permanent(f"模板“{template.id}”要求部分镜头使用实拍素材（ai_ratio={template.ai_ratio:g}），"
+                            "但没有配置素材库：请设置 STOCK_LIBRARY_DIR")
+        return library.for_project(p.id)
 
     def _generator(self, name: str) -> SegmentGenerator:
         try:

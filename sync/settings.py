@@ -46,6 +46,53 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, alias="SHEETREEL_MAX_ATTEMPTS", ge=1)
     retry_base_seconds: float = Field(default=5.0, alias="SHEETREEL_RETRY_BASE_SECONDS", ge=0)
 
+    # Storyboard LLM (OpenAI-compatible chat; DeepSeek by default).
+    llm_base_url: str = Field(default="https://api.deepseek.com", alias="LLM_BASE_URL")
+    llm_api_key: SecretStr = Field(default=SecretStr(""), alias="LLM_API_KEY")
+    llm_model: str = Field(default="deepseek-chat", alias="LLM_MODEL")
+    llm_json_mode: bool = Field(default=True, alias="LLM_JSON_MODE")
+    llm_timeout: float = Field(default=60.0, alias="LLM_TIMEOUT_SECONDS", gt=0)
+
+    # Narration (OpenAI-compatible text-to-speech).
+    tts_base_url: str = Field(default="", alias="TTS_BASE_URL")
+    tts_api_key: SecretStr = Field(default=SecretStr(""), alias="TTS_API_KEY")
+    tts_model: str = Field(default="tts-1", alias="TTS_MODEL")
+
+    # Image-to-video on the GPU host (diffusers, local weights only).
+    diffusers_model_dir: Path | None = Field(default=None, alias="DIFFUSERS_MODEL_DIR")
+    diffusers_pipeline: str = Field(default="auto", alias="DIFFUSERS_PIPELINE")
+    diffusers_dtype: str = Field(default="float16", alias="DIFFUSERS_DTYPE")
+    diffusers_device: str = Field(default="cuda", alias="DIFFUSERS_DEVICE")
+    diffusers_cpu_offload: bool = Field(default=False, alias="DIFFUSERS_CPU_OFFLOAD")
+    diffusers_vae_tiling: bool = Field(default=False, alias="DIFFUSERS_VAE_TILING")
+    diffusers_steps: int = Field(default=25, alias="DIFFUSERS_STEPS", ge=1)
+    diffusers_num_frames: int | None = Field(default=None, alias="DIFFUSERS_NUM_FRAMES")
+    diffusers_model_fps: int | None = Field(default=None, alias="DIFFUSERS_MODEL_FPS")
+
+    # A remote image-to-video API (submit, poll, download).
+    video_api_base_url: str = Field(default="", alias="VIDEO_API_BASE_URL")
+    video_api_key: SecretStr = Field(default=SecretStr(""), alias="VIDEO_API_KEY")
+    video_api_model: str = Field(default="", alias="VIDEO_API_MODEL")
+
+    # Stock footage library: folders of clips, tagged by folder name or sidecar JSON.
+    stock_library_dir: Path | None = Field(default=None, alias="STOCK_LIBRARY_DIR")
+
+    # Where finished files get their URLs: "local" (the data dir's public/) or "oss".
+    object_store: str = Field(default="local", alias="OBJECT_STORE", pattern="^(local|oss)$")
+    oss_endpoint: str = Field(default="", alias="OSS_ENDPOINT")
+    oss_bucket: str = Field(default="", alias="OSS_BUCKET")
+    oss_access_key_id: str = Field(default="", alias="OSS_ACCESS_KEY_ID")
+    oss_access_key_secret: SecretStr = Field(default=SecretStr(""), alias="OSS_ACCESS_KEY_SECRET")
+    oss_prefix: str = Field(default="", alias="OSS_PREFIX")
+    oss_url_expiry_seconds: int = Field(default=7 * 24 * 3600, alias="OSS_URL_EXPIRY_SECONDS", gt=0)
+    oss_public_base_url: str = Field(default="", alias="OSS_PUBLIC_BASE_URL")
+
+    # Subtitles for speech we did not synthesize (FunASR, local model dirs).
+    asr_model_dir: Path | None = Field(default=None, alias="ASR_MODEL_DIR")
+    asr_vad_model_dir: Path | None = Field(default=None, alias="ASR_VAD_MODEL_DIR")
+    asr_punc_model_dir: Path | None = Field(default=None, alias="ASR_PUNC_MODEL_DIR")
+    asr_device: str = Field(default="cuda", alias="ASR_DEVICE")
+
     image_max_bytes: int = Field(default=20 * 1024 * 1024, alias="SHEETREEL_IMAGE_MAX_BYTES", gt=0)
     # Row image URLs pointing at loopback/private hosts are refused unless allowed (the emulator is).
     allow_private_urls: bool = Field(default=False, alias="SHEETREEL_ALLOW_PRIVATE_URLS")

@@ -14,7 +14,13 @@ from pydantic import ValidationError
 from connectors import ffmpeg
 from pipeline.compose import compose
 from pipeline.compose_plan import (
-    ComposeSpec, LogoSpec, SubtitleSpec, clip_srt, filter_arg, needs_reencode, xfade_offsets,
+    ComposeSpec,
+    LogoSpec,
+    SubtitleSpec,
+    clip_srt,
+    filter_arg,
+    needs_reencode,
+    xfade_offsets,
 )
 from storage.errors import MediaError
 

@@ -1,0 +1,72 @@
+"""From finished segments to the compose spec: narration, subtitles, logo, music, transitions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from connectors.asr import Transcriber
+from connectors.tts import Speech
+from pipeline.compose_plan import ComposeSpec, LogoSpec, SubtitleSpec
+from pipeline.narration import narrate
+from pipeline.segments import shot_starts
+from pipeline.subtitles import write_srt
+from pipeline.templates import TemplateConfig
+from storage.storyboard import Storyboard
+
+
+@dataclass(frozen=True)
+class Soundtrack:
+    narration: Path | None = None
+    srt: Path | None = None
+    source: str = "none"  # tts | asr | none
+
+
+def overlap(template: TemplateConfig) -> float:
+    return template.transition_duration if template.transition != "none" else 0.0
+
+
+def soundtrack(board: Storyboard, template: TemplateConfig, speech: Speech | None,
+               transcriber: Transcriber | None, workdir: Path) -> Soundtrack:
+    """Speech for the film and subtitles timed to it.
+
+    Our own narration is synthesized a sentence at a time, so cue times come from the audio
+    itself; a pre-recorded voiceover is transcribed by ASR instead.
+    """
+    srt = workdir / "subtitles.srt"
+    voiceover = template.voiceover_path
+    if voiceover is not None and transcriber is not None:
+        write_srt(transcriber.transcribe(voiceover), srt)
+        return Soundtrack(narration=voiceover, srt=srt, source="asr")
+    lines = [(s.index, s.narration) for s in board.shots if s.narration]
+    if template.narration.enabled and speech is not None and lines:
+        starts = shot_starts([s.duration for s in board.shots], overlap(template))
+        spoken = narrate(lines, speech, workdir / "narration", starts=starts, voice=template.narration.voice,
+                         speed=template.narration.speed, gap=template.narration.gap)
+        write_srt(spoken.cues, srt)
+        return Soundtrack(narration=spoken.track, srt=srt, source="tts")
+    return Soundtrack(narration=voiceover)
+
+
+def compose_spec(board: Storyboard, template: TemplateConfig, segments: list[Path], sound: Soundtrack) -> ComposeSpec:
+    subs = template.subtitles
+    return ComposeSpec(
+        segments=segments,
+        durations=[s.duration for s in board.shots],
+        width=template.width,
+        height=template.height,
+        fps=template.fps,
+        transition=template.transition,
+        transition_duration=template.transition_duration,
+        logo=LogoSpec(path=template.logo_path, position=template.logo.position, margin=template.logo.margin,
+                      scale=template.logo.scale, opacity=template.logo.opacity) if template.logo else None,
+        subtitles=SubtitleSpec(srt=sound.srt, mode=subs.mode, font=subs.font, font_size=subs.size,
+                               outline=subs.outline, margin_v=subs.margin_v, colour=subs.colour)
+        if sound.srt and subs.mode != "off" else None,
+        narration=sound.narration,
+        music=template.music_path,
+        music_volume_db=template.music_volume_db,
+        duck_db=template.duck_db,
+        loudness_lufs=template.loudness_lufs,
+        cover_at=template.cover_at,
+    )

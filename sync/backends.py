@@ -1,0 +1,78 @@
+"""Settings -> the storyboard writers, segment generators, speech, ASR and object store.
+
+Only what is configured is built; heavy libraries load inside the connectors on first use.
+"""
+
+from __future__ import annotations
+
+from connectors.asr import FunAsrTranscriber, Transcriber
+from connectors.store.local import LocalObjectStore
+from connectors.store.protocol import ObjectStore
+from connectors.tts import OpenAISpeech, Speech
+from connectors.video.kenburns import KenBurnsGenerator
+from connectors.video.protocol import SegmentGenerator
+from connectors.video.stock import StockGenerator, StockLibrary
+from pipeline.storyboard import Storyboarder, TemplateStoryboarder
+from sync.settings import Settings
+
+
+def storyboarders(settings: Settings) -> dict[str, Storyboarder]:
+    out: dict[str, Storyboarder] = {"template": TemplateStoryboarder()}
+    if settings.llm_api_key.get_secret_value():
+        from connectors.llm import OpenAIChat
+        from pipeline.llm_storyboard import LLMStoryboarder
+
+        chat = OpenAIChat(settings.llm_base_url, settings.llm_api_key.get_secret_value(), settings.llm_model,
+                          timeout=settings.llm_timeout)
+        for images in (False, True):
+            # The template decides whether the model is sent the opening image.
+            out["llm-images" if images else "llm"] = LLMStoryboarder(
+                chat, settings.data_dir / "cache" / "storyboard", supports_images=images, json_mode=settings.llm_json_mode)
+    return out
+
+
+def generators(settings: Settings) -> dict[str, SegmentGenerator]:
+    out: dict[str, SegmentGenerator] = {"kenburns": KenBurnsGenerator()}
+    if settings.diffusers_model_dir:
+        from connectors.video.diffusers_i2v import DiffusersGenerator
+
+        out["diffusers"] = DiffusersGenerator(
+            settings.diffusers_model_dir, pipeline_class=settings.diffusers_pipeline, dtype=settings.diffusers_dtype,
+            device=settings.diffusers_device, cpu_offload=settings.diffusers_cpu_offload,
+            vae_tiling=settings.diffusers_vae_tiling, steps=settings.diffusers_steps,
+            num_frames=settings.diffusers_num_frames, model_fps=settings.diffusers_model_fps,
+        )
+    if settings.video_api_base_url:
+        from connectors.video.http_api import HttpVideoGenerator
+
+        out["http"] = HttpVideoGenerator(settings.video_api_base_url, settings.video_api_key.get_secret_value(),
+                                         settings.video_api_model)
+    if settings.stock_library_dir:
+        out["stock"] = StockGenerator(StockLibrary(settings.stock_library_dir))
+    return out
+
+
+def speech(settings: Settings) -> Speech | None:
+    if not settings.tts_base_url:
+        return None
+    return OpenAISpeech(settings.tts_base_url, settings.tts_api_key.get_secret_value() or "none", settings.tts_model)
+
+
+def transcriber(settings: Settings) -> Transcriber | None:
+    if not settings.asr_model_dir:
+        return None
+    return FunAsrTranscriber(settings.asr_model_dir, device=settings.asr_device,
+                             vad_model_dir=settings.asr_vad_model_dir, punc_model_dir=settings.asr_punc_model_dir)
+
+
+def object_store(settings: Settings) -> ObjectStore:
+    if settings.object_store == "oss":
+        from connectors.store.oss import OssObjectStore
+
+        return OssObjectStore(
+            settings.oss_endpoint, settings.oss_bucket, settings.oss_access_key_id,
+            settings.oss_access_key_secret.get_secret_value(), prefix=settings.oss_prefix,
+            url_expiry_seconds=settings.oss_url_expiry_seconds, checkpoint_dir=settings.data_dir / ".oss-upload",
+            public_base_url=settings.oss_public_base_url or None,
+        )
+    return LocalObjectStore(settings.public_dir, settings.public_url)
