@@ -1,0 +1,79 @@
+"""The deep pipeline end to end through the App: LLM storyboard, AI + stock shots, narration,
+burned subtitles, logo and transitions, against local OpenAI-compatible and sheet servers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from connectors import ffmpeg
+from fake_openai import FakeOpenAI, chat_json
+from storage.models import ProjectState, SegmentSource
+from sync.rows import text_of
+from conftest import Sheet
+
+
+def make_stock_library(root: Path) -> Path:
+    for tag, source in (("landscape", "mandelbrot=s=320x180"), ("landscape", "life=s=320x180:mold=10"), ("animal", "testsrc2=s=320x180")):
+        folder = root / tag
+        folder.mkdir(parents=True, exist_ok=True)
+        out = folder / f"{len(list(folder.iterdir()))}.mp4"
+        subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"{source}:r=12", "-t", "2", "-pix_fmt", "yuv420p", str(out)],
+                       check=True)
+    return root
+
+
+@pytest.fixture
+def fake():
+    with FakeOpenAI() as server:
+        yield server
+
+
+def test_llm_story_with_stock_shots_narration_subtitles_logo_and_transitions(emulator, tmp_path, fake):
+    board = {"shots": [
+        {"index": i, "prompt": f"镜头{i + 1}", "duration": 1.0, "camera": "zoom_in",
+         "narration": line, "stock_tags": ["landscape"]}
+        for i, line in enumerate(["清晨的山谷。", "溪水流过。", "夕阳西下。"])
+    ]}
+    fake.queue_chat(chat_json(board))
+    sheet = Sheet(emulator, tmp_path / "d", STORYBOARD_BACKEND="llm", LLM_BASE_URL=fake.url, LLM_API_KEY=fake.api_key,
+                  TTS_BASE_URL=fake.url, TTS_API_KEY=fake.api_key, STOCK_LIBRARY_DIR=make_stock_library(tmp_path / "stock"))
+    cols = sheet.cols
+    (rid,) = sheet.add_rows([{cols.image: sheet.image_cell(), cols.scene: "山谷", cols.template: "tiny-story"}])
+    app = sheet.app()
+    app.once()
+
+    project = app.store.by_record(sheet.table_id, rid)
+    assert project.state == ProjectState.completed, project.error
+    segments = app.store.segments(project.id)
+    assert segments[0].source == SegmentSource.ai and SegmentSource.stock in {s.source for s in segments}
+    assert all(s.drift is not None for s in segments if s.source == SegmentSource.ai)
+    paths = app.store.paths(project)
+    info = ffmpeg.probe(paths.final_video)
+    assert (info.width, info.height, info.video_codec, info.audio_codec) == (320, 180, "h264", "aac")
+    assert abs(info.duration - (3 * 1.0 - 2 * 0.25)) <= 0.2
+
+    srt = paths.subtitles.read_text(encoding="utf-8")
+    assert srt.startswith("1\n00:00:00,000 --> ") and "清晨的山谷。" in srt and "夕阳西下。" in srt
+    assert len(fake.chat_requests()) == 1 and len(fake.speech_requests()) == 3
+    meta = json.loads(paths.meta.read_text())
+    assert {s["source"] for s in meta["segments"]} == {"ai", "stock"}
+
+    row = sheet.row(rid)["fields"]
+    assert text_of(row[cols.status]) == "已完成"
+    labels = [row[cols.segment(n)]["text"] for n in (1, 2, 3)]
+    assert labels[0].endswith("AI") and any(label.endswith("实拍素材") for label in labels)
+    assert text_of(row[cols.storyboard]).startswith("1. [zoom_in 1s] 镜头1\n旁白：清晨的山谷。")
+
+
+def test_a_stock_template_without_a_library_says_which_setting_to_set(sheet: Sheet):
+    cols = sheet.cols
+    (rid,) = sheet.add_rows([{cols.image: sheet.image_cell(), cols.template: "tiny-story"}])
+    app = sheet.app()
+    app.once()
+    project = app.store.by_record(sheet.table_id, rid)
+    assert project.state == ProjectState.failed and "STOCK_LIBRARY_DIR" in project.error
+    assert project.last_good == ProjectState.storyboard_ready
