@@ -32,7 +32,8 @@ FADE_OUT = 1.5
 SILENCE_LUFS = -69.0  # ebur128 reports -70 when everything is below its absolute gate
 PEAK_LIMIT = 0.891  # -1 dBFS: headroom for AAC's overshoot
 # Ducking: the sidechain is boosted so that any speech drives the compressor tens of dB into
-# reduction; `mix` then keeps exactly 10^(-duck/20) of the dry bed, so the drop equals duck_db.
+# reduction; `mix` then keeps 10^(-duck/20) of the dry bed, so the drop is duck_db (a few
+# tenths of a dB short for very quiet speech).
 DUCK_THRESHOLD = 0.001
 DUCK_SIDECHAIN_GAIN = 4
 DUCK_RATIO = 20

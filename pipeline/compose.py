@@ -153,6 +153,14 @@ def concat_listing(segments: list[Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_pad(out: Path, duration: float) -> Path:
+    """A soft generated music bed as an audio file, for templates that name no music."""
+    graph = _pad_graph(duration) + f"atrim=duration={duration + 1:.3f}[pad]"
+    ffmpeg.run_to(out, lambda tmp: ["ffmpeg", "-filter_complex", graph, "-map", "[pad]", "-c:a", "pcm_s16le", str(tmp)],
+                  what="music pad")
+    return out
+
+
 def _audio_source(music: Path | None, duration: float) -> tuple[list[str], str]:
     """Extra ffmpeg inputs and the filtergraph head that yields the raw bed."""
     if music is not None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from connectors.asr import Transcriber
 from connectors.tts import Speech
+from pipeline import compose
 from pipeline.compose_plan import ComposeSpec, LogoSpec, SubtitleSpec
 from pipeline.narration import narrate
 from pipeline.segments import shot_starts
@@ -48,7 +49,15 @@ def soundtrack(board: Storyboard, template: TemplateConfig, speech: Speech | Non
     return Soundtrack(narration=voiceover)
 
 
-def compose_spec(board: Storyboard, template: TemplateConfig, segments: list[Path], sound: Soundtrack) -> ComposeSpec:
+def music_bed(template: TemplateConfig, duration: float, workdir: Path) -> Path:
+    """The template's music, or a soft generated pad so every video has a bed under it."""
+    if template.music_path is not None:
+        return template.music_path
+    return compose.write_pad(workdir / "pad.wav", duration)
+
+
+def compose_spec(board: Storyboard, template: TemplateConfig, segments: list[Path], sound: Soundtrack,
+                 music: Path | None) -> ComposeSpec:
     subs = template.subtitles
     return ComposeSpec(
         segments=segments,
@@ -64,7 +73,7 @@ def compose_spec(board: Storyboard, template: TemplateConfig, segments: list[Pat
                                outline=subs.outline, margin_v=subs.margin_v, colour=subs.colour)
         if sound.srt and subs.mode != "off" else None,
         narration=sound.narration,
-        music=template.music_path,
+        music=music,
         music_volume_db=template.music_volume_db,
         duck_db=template.duck_db,
         loudness_lufs=template.loudness_lufs,

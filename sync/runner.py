@@ -255,7 +255,8 @@ class ProjectRunner:
             log.warning("narration skipped project=%s template=%s reason=TTS_BASE_URL not set", p.id, template.id)
         sound = final_cut.soundtrack(board, template, self.d.speech, self.d.transcriber, paths.final_dir)
         self._checkpoint(p)
-        spec = final_cut.compose_spec(board, template, [paths.segment(s.index) for s in board.shots], sound)
+        music = final_cut.music_bed(template, board.total_duration, paths.final_dir)
+        spec = final_cut.compose_spec(board, template, [paths.segment(s.index) for s in board.shots], sound, music)
         result = compose.compose(spec, paths.final_video, paths.final_dir, cover=paths.cover)
         p.final_duration = result.duration
         p.final_url = self.d.objects.put(paths.final_video, self._key(p, "final/final.mp4"))

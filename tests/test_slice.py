@@ -30,6 +30,13 @@ def assert_final_video(path: Path, duration: float, width: int, height: int) -> 
     assert (info.video_codec, info.audio_codec, info.pix_fmt) == ("h264", "aac", "yuv420p")
     assert (info.width, info.height) == (width, height)
     assert abs(info.duration - duration) <= 0.2
+    assert mean_volume_db(path) > -40, "the music bed is missing or silent"
+
+
+def mean_volume_db(path: Path) -> float:
+    out = subprocess.run(["ffmpeg", "-hide_banner", "-i", str(path), "-af", "volumedetect", "-f", "null", "-"],
+                         capture_output=True, text=True, check=True).stderr
+    return float(out.split("mean_volume:")[1].split("dB")[0])
 
 
 def assert_row_shows_completed(sheet: Sheet, table: LarkBitable, record_id: str, project, store) -> None:
