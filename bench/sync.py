@@ -20,8 +20,8 @@ from lark_oapi.api.bitable.v1 import AppTableRecord, UpdateAppTableRecordRequest
 from bench.common import APP_ID, ASSETS, SECRET, bench_table  # noqa: E402
 from connectors.feishu.emulator import Emulator  # noqa: E402
 from storage.models import ProjectState  # noqa: E402
-from sync.app import App, make_table  # noqa: E402
 from sync import sheet_view  # noqa: E402
+from sync.app import App, make_table  # noqa: E402
 
 
 def measure(emu: Emulator, fn) -> tuple[int, float, dict]:

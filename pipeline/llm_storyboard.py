@@ -75,7 +75,7 @@ class LLMStoryboarder:
         return board
 
     def _converse(self, messages: list[dict], template: TemplateConfig, shot_count: int) -> Storyboard:
-        for attempt in range(self.max_fix_attempts + 1):
+        for _attempt in range(self.max_fix_attempts + 1):
             reply = self._complete(messages)
             try:
                 return parse_storyboard(reply, shot_count, template.shot_duration, template.cameras)

@@ -5,8 +5,8 @@ the next shot."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from connectors import ffmpeg
 from connectors.video.protocol import SegmentGenerator, SegmentRequest

@@ -8,9 +8,9 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
-from storage.storyboard import Camera, Shot, Storyboard
 from pipeline.templates import TemplateConfig
 from storage.errors import BadInput
+from storage.storyboard import Camera, Shot, Storyboard
 
 
 class Storyboarder(Protocol):

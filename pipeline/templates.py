@@ -8,9 +8,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from storage.storyboard import Camera
 from storage.errors import BadInput, Permanent
 from storage.paths import safe_component
+from storage.storyboard import Camera
 
 
 class LogoConfig(BaseModel):

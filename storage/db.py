@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 
 from sqlalchemy import event
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlmodel import SQLModel, create_engine
 
 from storage import models  # noqa: F401  (registers the tables on SQLModel.metadata)

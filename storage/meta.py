@@ -20,7 +20,7 @@ class ProjectMeta(BaseModel):
     steps: list[dict]
 
     @classmethod
-    def of(cls, project: Project, segments: list[Segment], steps: list[StepRun]) -> "ProjectMeta":
+    def of(cls, project: Project, segments: list[Segment], steps: list[StepRun]) -> ProjectMeta:
         return cls(
             project=project.model_dump(mode="json"),
             segments=[s.model_dump(mode="json") for s in segments],

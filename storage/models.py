@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 from sqlalchemy import Column, String, Text, TypeDecorator, UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -23,14 +23,14 @@ class AwareDateTime(TypeDecorator):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime refused: pass a timezone-aware value")
-        return value.astimezone(timezone.utc).isoformat()
+        return value.astimezone(UTC).isoformat()
 
     def process_result_value(self, value: str | None, dialect) -> datetime | None:
         return datetime.fromisoformat(value) if value else None
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class ProjectState(str, enum.Enum):

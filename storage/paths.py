@@ -28,7 +28,7 @@ class ProjectPaths:
     root: Path
 
     @classmethod
-    def of(cls, data_dir: Path, publish_date: date | None, template: str, project_id: str) -> "ProjectPaths":
+    def of(cls, data_dir: Path, publish_date: date | None, template: str, project_id: str) -> ProjectPaths:
         day = publish_date.isoformat() if publish_date else "undated"
         parts = [safe_component(p, "path part") for p in (day, template, project_id)]
         return cls(Path(data_dir) / "projects" / Path(*parts))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 def utc_clock() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def make_table(settings: Settings) -> LarkBitable:

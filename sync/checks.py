@@ -6,10 +6,11 @@ The DB is the reference; every check reports the DB's value next to the other si
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from connectors import ffmpeg
 from connectors.feishu.protocol import Record

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
@@ -110,11 +109,9 @@ def cmd_demo(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from sync.app import make_store
-    from sync.report import format_detail, format_table, project_rows
-
     from sync import ops
-    from sync.report import project_detail
+    from sync.app import make_store
+    from sync.report import format_detail, format_table, project_detail, project_rows
 
     settings = _settings(args)
     require_db(settings)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from sync.settings import Settings
 
@@ -36,7 +36,7 @@ def sheet_settings(settings: Settings) -> Iterator[Settings | None]:
     if not ids.is_file():
         yield None
         return
-    from sync.demo import demo_settings, DemoTable, open_emulator
+    from sync.demo import DemoTable, demo_settings, open_emulator
 
     with open_emulator(settings.data_dir.resolve()) as emu:
         url = emu.start()

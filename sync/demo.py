@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
 from connectors.feishu.emulator import Emulator
 from connectors.feishu.protocol import FieldType

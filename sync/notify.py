@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from connectors.feishu.protocol import Messenger
 from storage.errors import RateLimited, SheetReelError, Transient

@@ -7,10 +7,10 @@ import json
 import logging
 import random
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Callable
 
 from connectors.feishu.protocol import BitableClient
 from storage.errors import NotFound, Permanent, RateLimited, SheetReelError, Transient

@@ -4,8 +4,8 @@ which projects can run now."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
-from typing import Callable, Iterator
 
 from connectors.feishu.protocol import BitableClient, FieldType, Record
 from pipeline.templates import TemplateLibrary
@@ -16,8 +16,8 @@ from storage.repo import ProjectStore, SheetUpdate
 from sync import sheet_view
 from sync.actions import Actions, parse_action
 from sync.columns import Action, Columns
-from sync.messages import announcement
 from sync.intake import apply_inputs, new_project, reset_for_new_inputs
+from sync.messages import announcement
 from sync.rows import RowInput, parse_row
 
 log = logging.getLogger(__name__)

@@ -7,10 +7,10 @@ stage that makes them, meta.json without a DB row -> the row is restored from it
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime
-from typing import Callable
 
-from storage import atomic, meta
+from storage import atomic
 from storage.models import Project, ProjectState
 from storage.repo import ProjectStore
 from sync import sheet_view

@@ -5,20 +5,19 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Callable
 
+from connectors import ffmpeg
 from connectors.asr import Transcriber
 from connectors.store.protocol import ObjectStore
 from connectors.tts import Speech
 from connectors.video.protocol import SegmentGenerator
-from connectors import ffmpeg
 from pipeline import compose, final_cut
 from pipeline.mix import plan_sources
-from storage.storyboard import Storyboard
 from pipeline.segments import SegmentResult, generate_segments
 from pipeline.storyboard import Storyboarder, to_text
 from pipeline.templates import TemplateLibrary
@@ -35,6 +34,7 @@ from storage.models import (
     SegmentState,
 )
 from storage.repo import ProjectStore
+from storage.storyboard import Storyboard
 from sync import sheet_view
 from sync.columns import Columns
 from sync.messages import announcement

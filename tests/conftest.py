@@ -11,7 +11,6 @@ import pytest
 from lark_oapi.core.token.manager import TokenManager
 
 from connectors.feishu.emulator import Emulator
-from connectors.feishu.protocol import FieldType
 from sync.app import App, make_table
 from sync.columns import Columns
 from sync.settings import Settings

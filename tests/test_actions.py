@@ -6,6 +6,7 @@ import pytest
 
 from storage.models import ProjectState, SegmentState
 from sync.rows import text_of
+
 from conftest import Sheet
 
 
@@ -80,6 +81,7 @@ def test_redo_one_segment_remakes_it_and_what_follows_only(sheet):
 def test_retry_resumes_from_the_last_good_stage(sheet, file_server, emulator, tmp_path):
     www, base = file_server
     from connectors.feishu.protocol import FieldType
+
     from conftest import ASSETS
 
     sheet = Sheet(emulator, tmp_path / "retry", overrides={"首帧图片": FieldType.url})

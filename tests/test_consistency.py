@@ -11,6 +11,7 @@ from sqlmodel import delete
 from storage.models import OutboxEntry, Project, ProjectState, Segment, StepRun
 from sync import sheet_view
 from sync.cli import main
+
 from conftest import Sheet
 
 

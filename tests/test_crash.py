@@ -14,6 +14,7 @@ import pytest
 from storage.models import ProjectState, SegmentState
 from sync.app import make_store
 from sync.rows import text_of
+
 from conftest import Sheet
 
 ROOT = Path(__file__).resolve().parent.parent

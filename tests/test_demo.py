@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from connectors.feishu.lark_client import LarkBitable, make_lark_client
 from connectors import ffmpeg
+from connectors.feishu.lark_client import LarkBitable, make_lark_client
 from pipeline.storyboard import from_text
 from sync.cli import main
 from sync.demo import DEMO_APP_ID, DEMO_SECRET, ensure_demo_table, open_emulator

@@ -10,6 +10,7 @@ from connectors.feishu.emulator import FaultPlan
 from storage.models import ProjectState
 from sync.rows import text_of
 from sync.sheet_view import progress_text
+
 from conftest import Sheet
 
 

@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from fake_video_api import FakeVideoAPI, Scripted, error_reply
 
 from connectors.video.http_api import HttpVideoGenerator
 from connectors.video.protocol import SegmentRequest
@@ -21,6 +20,8 @@ from storage.errors import (
     Transient,
 )
 from storage.storyboard import Shot
+
+from fake_video_api import FakeVideoAPI, Scripted, error_reply
 
 W, H, FPS = 160, 288, 12
 KEY = "vk-fake-test-key"

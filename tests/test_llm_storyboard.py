@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from fake_openai import FakeOpenAI, chat_json, chat_reply, error_reply
 
 from connectors import ffmpeg
 from connectors.llm import OpenAIChat
@@ -17,6 +16,8 @@ from pipeline.storyboard import Storyboarder
 from pipeline.templates import TemplateLibrary
 from storage.errors import AuthFailed, BadInput, Permanent, RateLimited, Transient
 from storage.storyboard import Camera
+
+from fake_openai import FakeOpenAI, chat_json, chat_reply, error_reply
 
 TEMPLATES = Path(__file__).parent / "templates"
 MODEL = "deepseek-chat"

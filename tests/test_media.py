@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from connectors import ffmpeg
 from connectors.video.kenburns import KenBurnsGenerator
 from connectors.video.protocol import SegmentGenerator, SegmentRequest
-from connectors import ffmpeg
 from pipeline.compose import concat_listing, concat_with_music, make_cover
 from pipeline.frames import extract_first_last
 from storage.errors import MediaError

@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 
 import pytest
-from fake_openai import FakeOpenAI, error_reply
 from pydub import AudioSegment
 
 from connectors.tts import OpenAISpeech
 from pipeline.narration import narrate, shot_starts, split_sentences, write_srt
 from pipeline.subtitles import Cue, srt_time, to_srt
 from storage.errors import AuthFailed, BadInput, RateLimited
+
+from fake_openai import FakeOpenAI, error_reply
 
 VOICE = "alloy"
 TOLERANCE = 0.010  # seconds

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from storage.models import ProjectState
+
 from conftest import Sheet
 
 

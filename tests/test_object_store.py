@@ -15,7 +15,6 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 import pytest
-from fake_oss import FakeOss, crc64_ecma
 
 from connectors.store.local import LocalObjectStore
 from connectors.store.oss import OssObjectStore
@@ -28,6 +27,8 @@ from storage.errors import (
     RateLimited,
     Transient,
 )
+
+from fake_oss import FakeOss, crc64_ecma
 
 BUCKET, AK, SECRET = "sheetreel-test", "test-ak", "s3cr3t-Value-never-shown"
 KB = 1024

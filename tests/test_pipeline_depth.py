@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from connectors import ffmpeg
-from fake_openai import FakeOpenAI, chat_json
 from storage.models import ProjectState, SegmentSource
 from sync.rows import text_of
+
 from conftest import Sheet
+from fake_openai import FakeOpenAI, chat_json
 
 
 def make_stock_library(root: Path) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from storage.models import ProjectState
 from sync.rows import text_of
+
 from conftest import Sheet
 
 

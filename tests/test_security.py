@@ -7,11 +7,12 @@ import subprocess
 
 import pytest
 
-from connectors.fetch import ImageFetcher
 from connectors.feishu.protocol import FieldType
+from connectors.fetch import ImageFetcher
 from storage.errors import BadInput
 from storage.models import ProjectState
 from sync.rows import text_of
+
 from conftest import ASSETS, SECRET, Sheet
 
 

@@ -12,7 +12,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from fake_video_api import FakeVideoAPI
 
 from connectors.video.http_api import HttpVideoGenerator
 from connectors.video.kenburns import KenBurnsGenerator
@@ -21,6 +20,8 @@ from connectors.video.stock import StockGenerator, StockLibrary
 from pipeline.compose import concat_with_music
 from storage.errors import SheetReelError
 from storage.storyboard import Camera, Shot
+
+from fake_video_api import FakeVideoAPI
 
 W, H, FPS = 160, 288, 12
 KEY = "vk-contract"

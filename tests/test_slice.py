@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
+from connectors import ffmpeg
 from connectors.feishu.lark_client import LarkBitable
 from connectors.feishu.protocol import FieldType
-from connectors import ffmpeg
 from storage.models import ProjectState, StepRun
 from sync.app import make_store, make_table
 from sync.rows import text_of
+
 from conftest import ASSETS, Sheet
 
 

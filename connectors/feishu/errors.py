@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import requests
 
@@ -47,3 +49,25 @@ def from_exception(what: str, exc: Exception) -> SheetReelError | None:
     if type(exc).__name__ == "ObtainAccessTokenException":
         return AuthFailed(f"获取飞书 tenant_access_token 失败，请检查 FEISHU_APP_ID/FEISHU_APP_SECRET ({exc})")
     return None
+
+
+T = TypeVar("T")
+
+
+def call(what: str, send: Callable[[], T], on_token_invalid: Callable[[], None] | None = None) -> T:
+    """Run one SDK call; raise our error type for a transport failure or a non-zero code."""
+    try:
+        resp: Any = send()
+    except SheetReelError:
+        raise
+    except Exception as e:
+        mapped = from_exception(what, e)
+        if mapped is None:
+            raise
+        raise mapped from e
+    if not resp.success():
+        if resp.code in TOKEN_INVALID_CODES and on_token_invalid:
+            on_token_invalid()
+        raw = getattr(resp, "raw", None)
+        raise from_response(what, resp.code, resp.msg, getattr(raw, "status_code", None), getattr(raw, "headers", {}) or {})
+    return resp

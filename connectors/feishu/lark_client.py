@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 import lark_oapi as lark
 from lark_oapi.api.bitable.v1 import (
@@ -35,9 +35,7 @@ from lark_oapi.core.token.manager import TokenManager
 
 from connectors.feishu import errors
 from connectors.feishu.protocol import FieldInfo, Record
-from storage.errors import SheetReelError
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SINGLE_UPLOAD_LIMIT = 20 * 1024 * 1024  # upload_all refuses more (1061043); larger files go in parts
@@ -65,23 +63,7 @@ class LarkBitable:
     # -- the one place vendor failures are translated ------------------------------------------
 
     def _call(self, what: str, send: Callable[[], T]) -> T:
-        try:
-            resp = send()
-        except SheetReelError:
-            raise
-        except Exception as e:
-            mapped = errors.from_exception(what, e)
-            if mapped is None:
-                raise
-            raise mapped from e
-        if not resp.success():
-            raw = getattr(resp, "raw", None)
-            if resp.code in errors.TOKEN_INVALID_CODES:
-                self._forget_token()
-            raise errors.from_response(
-                what, resp.code, resp.msg, getattr(raw, "status_code", None), getattr(raw, "headers", {}) or {}
-            )
-        return resp
+        return errors.call(what, send, on_token_invalid=self._forget_token)
 
     def _forget_token(self) -> None:
         # The SDK never refreshes a token the server rejected (FEISHU_API.md §1.3); drop it so the

@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import json
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import httpx
 import lark_oapi as lark
@@ -42,16 +42,7 @@ class LarkMessenger:
             .build()
         )
         req = CreateMessageRequest.builder().receive_id_type("chat_id").request_body(body).build()
-        try:
-            resp = self.client.im.v1.message.create(req)
-        except Exception as e:
-            mapped = errors.from_exception("send message", e)
-            if mapped is None:
-                raise
-            raise mapped from e
-        if not resp.success():
-            raw = resp.raw
-            raise errors.from_response("send message", resp.code, resp.msg, getattr(raw, "status_code", None), getattr(raw, "headers", {}) or {})
+        errors.call("send message", lambda: self.client.im.v1.message.create(req))
 
 
 class WebhookMessenger:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from connectors.video.protocol import SegmentRequest
 from connectors import ffmpeg
+from connectors.video.protocol import SegmentRequest
 from storage.errors import MediaError
 from storage.storyboard import Camera
 
