@@ -75,7 +75,8 @@ class LLMStoryboarder:
         return board
 
     def _converse(self, messages: list[dict], template: TemplateConfig, shot_count: int) -> Storyboard:
-        for _attempt in range(self.max_fix_attempts + 1):
+        tries = self.max_fix_attempts + 1
+        for _ in range(tries):
             reply = self._complete(messages)
             try:
                 return parse_storyboard(reply, shot_count, template.shot_duration, template.cameras)
@@ -83,7 +84,7 @@ class LLMStoryboarder:
                 reason = e.reason
             messages = [*messages, {"role": "assistant", "content": reply}, fix_request(reason, shot_count)]
         raise BadInput(
-            f"分镜生成失败：模型连续 {attempt + 1} 次返回的分镜格式不正确（{reason}），请重试或改用模板分镜"
+            f"分镜生成失败：模型连续 {tries} 次返回的分镜格式不正确（{reason}），请重试或改用模板分镜"
         )
 
     def _complete(self, messages: list[dict]) -> str:
