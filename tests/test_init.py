@@ -1,0 +1,72 @@
+"""`sheetreel init`: clear messages for each set-up problem, and --create adds what is missing."""
+
+from __future__ import annotations
+
+import pytest
+
+from connectors.feishu.protocol import FieldType
+from storage.models import ProjectState
+from sync.cli import main
+
+from conftest import Sheet
+
+
+def env_for(monkeypatch, sheet: Sheet, **override) -> None:
+    s = sheet.settings
+    values = {"FEISHU_APP_ID": s.feishu_app_id, "FEISHU_APP_SECRET": s.feishu_app_secret.get_secret_value(),
+              "FEISHU_APP_TOKEN": s.feishu_app_token, "FEISHU_TABLE_ID": s.feishu_table_id,
+              "FEISHU_BASE_URL": s.feishu_base_url, "SHEETREEL_DATA_DIR": str(s.data_dir)} | override
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+
+
+def test_init_lists_missing_and_wrongly_typed_columns_and_creates_the_missing(emulator, tmp_path, monkeypatch, capsys):
+    sheet = Sheet(emulator, tmp_path / "d", overrides={"段数": FieldType.text})
+    sheet.table_id = emulator.create_table(sheet.app_token, name="partial", fields=[("标题", 1), ("段数", 1)])
+    env_for(monkeypatch, sheet, FEISHU_TABLE_ID=sheet.table_id)
+
+    assert main(["init"]) == 1
+    out = capsys.readouterr().out
+    assert "missing column 首帧图片 (附件)" in out and "wrong type: 段数: is 文本, should be 数字" in out
+    assert "hint: run `sheetreel init --create`" in out
+
+    assert main(["init", "--create"]) == 1  # the wrong type still needs a person
+    out = capsys.readouterr().out
+    assert "created column 首帧图片" in out and "created column 最后修改时间" in out
+    fields = {f["field_name"] for f in emulator_fields(emulator, sheet)}
+    assert {"首帧图片", "状态", "段20视频", "最后修改时间"} <= fields
+
+
+def emulator_fields(emulator, sheet):
+    from sync.app import make_table
+
+    return [{"field_name": f.name} for f in make_table(sheet.settings.model_copy(update={"feishu_table_id": sheet.table_id})).list_fields()]
+
+
+@pytest.mark.parametrize("override,message", [
+    ({"FEISHU_APP_SECRET": "wrong"}, "Error: 获取飞书 tenant_access_token 失败"),
+    ({"FEISHU_TABLE_ID": "tblDoesNotExist"}, "Error: 飞书找不到对象"),
+])
+def test_init_says_what_is_wrong_with_the_setup(sheet, monkeypatch, capsys, override, message):
+    env_for(monkeypatch, sheet, **override)
+    assert main(["init"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(message) and err[1].startswith("Hint: ")
+
+
+def test_a_write_the_sheet_refuses_shows_in_the_project_and_other_rows_still_flow(emulator, tmp_path):
+    sheet = Sheet(emulator, tmp_path / "d")
+    # A table that lacks the 进度 column: every write of progress is refused (1254045).
+    from conftest import table_schema
+
+    schema = [c for c in table_schema() if c[0] != "进度"]
+    sheet.table_id = emulator.create_table(sheet.app_token, name="no-progress", fields=schema)
+    sheet.settings = sheet.settings.model_copy(update={"feishu_table_id": sheet.table_id})
+    cols = sheet.cols
+    (rid,) = sheet.add_rows([{cols.image: sheet.image_cell(), cols.template: "tiny", cols.shot_count: 1}])
+    app = sheet.app()
+    app.once()
+    project = app.store.by_record(sheet.table_id, rid)
+    assert project.state == ProjectState.completed
+    assert "写回表格失败" in project.error and "sheetreel init --create" in project.error
+    assert app.store.outbox_size() == 0  # refused writes are not retried forever
