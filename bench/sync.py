@@ -81,21 +81,23 @@ def write_back(app: App, emu: Emulator, table, cols) -> None:
         p.final_url = f"https://example.com/{p.id}/final.mp4"
         sheet = sheet_view.render(p, [], cols, app.clock(), {cols.final_video: [str(video)]})
         app.store.save(p, sheet=sheet)
-        updates.append((p.record_id, {k: v for k, v in sheet.fields.items() if v is not None}))
+        updates.append((p.record_id, {k: v for k, v in sheet.fields.items() if v is not None}, video))
     ours_calls, ours_secs, detail = measure(emu, app.flusher.flush)
     batch_calls = detail.get("records.batch_update", 0)
     uploads = detail.get("media.upload_all", 0)
 
     def naive() -> None:
-        for rid, fields in updates:
+        for rid, fields, video in updates:
+            fields = {**fields, cols.final_video: [{"file_token": table.upload_attachment(video)}]}
             req = (UpdateAppTableRecordRequest.builder().app_token(table.app_token).table_id(table.table_id)
                    .record_id(rid).request_body(AppTableRecord.builder().fields(fields).build()).build())
             table.client.bitable.v1.app_table_record.update(req)
 
     naive_calls, naive_secs, _ = measure(emu, naive)
     print(f"100 write-backs:  ours {batch_calls} batch call(s) + {uploads} attachment uploads "
-          f"(+{ours_calls - batch_calls - uploads} other) {ours_secs:.2f}s | naive per-record update "
-          f"{naive_calls} calls {naive_secs:.2f}s (without attachments) | ratio {naive_calls / max(batch_calls, 1):.0f}x row-write calls")
+          f"(+{ours_calls - batch_calls - uploads} other) = {ours_calls} calls, {ours_secs:.2f}s | naive: upload + "
+          f"update per record {naive_calls} calls {naive_secs:.2f}s | row writes {naive_calls - uploads} vs {batch_calls}, "
+          f"all calls {naive_calls / ours_calls:.2f}x")
 
 
 if __name__ == "__main__":

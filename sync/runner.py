@@ -79,13 +79,13 @@ class Stopping(Exception):
 class Step:
     name: str
     running: ProjectState
-    done: ProjectState
 
 
+# The step that starts from each resting state; each stage saves the state it reaches.
 STEPS = {
-    ProjectState.pending: Step("storyboard", ProjectState.storyboarding, ProjectState.storyboard_ready),
-    ProjectState.storyboard_ready: Step("segments", ProjectState.generating, ProjectState.segments_ready),
-    ProjectState.segments_ready: Step("compose", ProjectState.composing, ProjectState.completed),
+    ProjectState.pending: Step("storyboard", ProjectState.storyboarding),
+    ProjectState.storyboard_ready: Step("segments", ProjectState.generating),
+    ProjectState.segments_ready: Step("compose", ProjectState.composing),
 }
 PROGRESS = {"storyboard": (5, "生成分镜"), "segments": (10, "生成视频段"), "compose": (90, "合成成片")}
 
@@ -94,7 +94,7 @@ class ProjectRunner:
     def __init__(self, deps: RunnerDeps):
         self.d = deps
 
-    def run(self, project_id: str, advance_resting: bool = False) -> bool:
+    def run(self, project_id: str) -> bool:
         """Work on one project as far as it can go now. False if another worker holds it."""
         with self.d.locks.hold(project_id) as got:
             if not got:
