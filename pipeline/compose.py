@@ -2,8 +2,7 @@
 
 `compose` takes a `ComposeSpec`: segments joined by stream copy when nothing visual is asked
 for, otherwise one re-encode with transitions, logo and burned subtitles; the soundtrack
-(`pipeline.audio_mix`) rides in the same pass. `concat_with_music` is the older, copy-only
-entry point the runner still uses.
+(`pipeline.audio_mix`) rides in the same pass.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from pydantic import BaseModel
 
 from connectors import ffmpeg
 from pipeline import audio_mix
-from pipeline.audio_mix import AUDIO_BITRATE, AUDIO_RATE, FADE_IN, FADE_OUT
+from pipeline.audio_mix import AUDIO_BITRATE, AUDIO_RATE
 from pipeline.compose_plan import (
     ComposeSpec,
     clip_srt,
@@ -88,41 +87,6 @@ def compose(spec: ComposeSpec, out: Path, workdir: Path, *, cover: Path | None =
                          levels=audio.levels)
 
 
-def concat_with_music(
-    segments: list[Path],
-    out: Path,
-    *,
-    duration: float,
-    music: Path | None,
-    music_volume_db: float,
-    workdir: Path,
-) -> None:
-    """One ffmpeg pass: segments joined by stream copy, plus looped music (or a pad), AAC stereo.
-
-    The output ends with the joined video (AAC may run one audio frame, ~21 ms, longer): the
-    bed is trimmed and faded to `duration`, then padded with silence, so `-shortest` ends the
-    file on the video even when `duration` is a little off.
-    """
-    if not segments or duration <= 0:
-        raise MediaError(f"cannot compose {len(segments)} segments into {duration:g} s of video")
-    if music is not None and not music.is_file():
-        raise MediaError(f"music file {music.name} does not exist")
-    listing = workdir / f"{out.stem}.concat.txt"
-    atomic.write_text(listing, concat_listing(segments))
-    audio_inputs, source = _audio_source(music, duration)
-    graph = f"{source}{_bed_filters(duration, music_volume_db)}[bed]"
-    ffmpeg.run_to(
-        out,
-        lambda tmp: [
-            ffmpeg.FFMPEG, "-f", "concat", "-safe", "0", "-i", str(listing), *audio_inputs,
-            "-filter_complex", graph, "-map", "0:v:0", "-map", "[bed]",
-            "-c:v", "copy", "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-ar", str(AUDIO_RATE), "-ac", "2",
-            "-shortest", "-map_metadata", "-1", "-movflags", "+faststart", str(tmp),
-        ],
-        what="composing the final video",
-    )
-
-
 def make_cover(video: Path, cover: Path, at: float = 1.0, *, length: float | None = None) -> None:
     """A JPEG of the frame at `at` seconds, moved inside the video when it is shorter than that.
 
@@ -161,13 +125,6 @@ def write_pad(out: Path, duration: float) -> Path:
     return out
 
 
-def _audio_source(music: Path | None, duration: float) -> tuple[list[str], str]:
-    """Extra ffmpeg inputs and the filtergraph head that yields the raw bed."""
-    if music is not None:
-        return ["-stream_loop", "-1", "-i", str(music)], "[1:a:0]"
-    return [], _pad_graph(duration)
-
-
 def _pad_graph(duration: float) -> str:
     length = f"{duration + 1:.3f}"  # a little spare; the bed is trimmed exactly afterwards
     weights = " ".join(f"{w:g}" for _, w in PAD_PARTIALS)
@@ -179,21 +136,6 @@ def _pad_graph(duration: float) -> str:
         chains.append(f"{labels[side]}amix=inputs={len(PAD_PARTIALS)}:weights={weights}:normalize=0[{side}]")
     chains.append(f"[L][R]join=inputs=2:channel_layout=stereo,{PAD_TREMOLO},volume={PAD_GAIN_DB}dB")
     return ";".join(chains) + ","
-
-
-def _bed_filters(duration: float, volume_db: float) -> str:
-    fade_in = min(FADE_IN, duration / 3)
-    fade_out = min(FADE_OUT, duration / 2)
-    return ",".join([
-        f"atrim=duration={duration:.3f}",
-        "asetpts=PTS-STARTPTS",
-        f"volume={volume_db:g}dB",
-        f"afade=t=in:st=0:d={fade_in:.3f}",
-        f"afade=t=out:st={duration - fade_out:.3f}:d={fade_out:.3f}",
-        f"aformat=sample_fmts=fltp:sample_rates={AUDIO_RATE}:channel_layouts=stereo",
-        # Silence after the bed lets -shortest end the file on the video, never on the audio.
-        "apad",
-    ])
 
 
 def _layout(spec: ComposeSpec) -> _Layout:

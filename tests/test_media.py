@@ -13,7 +13,8 @@ from PIL import Image
 from connectors import ffmpeg
 from connectors.video.kenburns import KenBurnsGenerator
 from connectors.video.protocol import SegmentGenerator, SegmentRequest
-from pipeline.compose import concat_listing, concat_with_music, make_cover
+from pipeline.compose import compose, concat_listing, make_cover, write_pad
+from pipeline.compose_plan import ComposeSpec
 from pipeline.frames import extract_first_last
 from storage.errors import MediaError
 from storage.storyboard import Camera, Shot
@@ -267,11 +268,16 @@ def music_file(media: Path) -> Path:
     return lavfi(media / "music.mp3", "sine=frequency=330:duration=1.3", "-ac", "1", "-ar", "44100")
 
 
+def join(segments: list[Path], out: Path, workdir: Path, music: Path | None = None) -> None:
+    durations = [ffmpeg.probe(s).duration for s in segments]
+    compose(ComposeSpec(segments=segments, durations=durations, width=W, height=H, fps=FPS, music=music), out, workdir)
+
+
 @pytest.mark.parametrize("use_music", [False, True], ids=["pad", "music"])
-def test_concat_with_music(use_music, segments, music_file, tmp_path):
+def test_join_with_music(use_music, segments, music_file, tmp_path):
     out = tmp_path / "final.mp4"
-    music = music_file if use_music else None
-    concat_with_music(segments, out, duration=3.0, music=music, music_volume_db=-12, workdir=tmp_path)
+    music = music_file if use_music else write_pad(tmp_path / "pad.wav", 3.0)
+    join(segments, out, tmp_path, music)
 
     info = ffmpeg.probe(out)
     assert (info.video_streams, info.audio_streams) == (1, 1)
@@ -282,18 +288,11 @@ def test_concat_with_music(use_music, segments, music_file, tmp_path):
     assert no_partials(tmp_path)
 
 
-def test_output_follows_the_video_when_duration_is_off(segments, tmp_path):
-    out = tmp_path / "final.mp4"
-    for claimed in (2.6, 3.4):
-        concat_with_music(segments, out, duration=claimed, music=None, music_volume_db=-12, workdir=tmp_path)
-        assert abs(ffmpeg.probe(out).duration - 3.0) < 0.05
-
-
 def test_concat_handles_quotes_and_spaces_in_paths(segments, tmp_path):
     odd = tmp_path / "it's a clip.mp4"
     odd.write_bytes(segments[0].read_bytes())
     out = tmp_path / "final.mp4"
-    concat_with_music([odd, segments[1]], out, duration=2.0, music=None, music_volume_db=-12, workdir=tmp_path)
+    join([odd, segments[1]], out, tmp_path)
     assert count_frames(out) == 2 * FPS
     assert "'\\''" in concat_listing([odd])
 
@@ -309,7 +308,7 @@ def test_a_foreign_clip_in_the_shared_format_joins_by_stream_copy(segments, tmp_
         what="conforming a stock clip",
     )
     out = tmp_path / "final.mp4"
-    concat_with_music([segments[0], foreign], out, duration=2.0, music=None, music_volume_db=-12, workdir=tmp_path)
+    join([segments[0], foreign], out, tmp_path)
     assert count_frames(out) == 2 * FPS
     frames = decode_frames(out, W, H)
     assert diff(frames[FPS], decode_frames(foreign, W, H)[0]) < 3
@@ -317,8 +316,7 @@ def test_a_foreign_clip_in_the_shared_format_joins_by_stream_copy(segments, tmp_
 
 def test_missing_music_is_a_media_error(segments, tmp_path):
     with pytest.raises(MediaError, match="music"):
-        concat_with_music(segments, tmp_path / "f.mp4", duration=3.0, music=tmp_path / "nope.mp3",
-                          music_volume_db=-12, workdir=tmp_path)
+        join(segments, tmp_path / "f.mp4", tmp_path, music=tmp_path / "nope.mp3")
 
 
 def test_make_cover_clamps_inside_the_video(segments, tmp_path):

@@ -17,7 +17,8 @@ from connectors.video.http_api import HttpVideoGenerator
 from connectors.video.kenburns import KenBurnsGenerator
 from connectors.video.protocol import SegmentGenerator, SegmentRequest
 from connectors.video.stock import StockGenerator, StockLibrary
-from pipeline.compose import concat_with_music
+from pipeline.compose import compose
+from pipeline.compose_plan import ComposeSpec
 from storage.errors import SheetReelError
 from storage.storyboard import Camera, Shot
 
@@ -142,7 +143,8 @@ def test_segments_from_every_backend_join_by_stream_copy(request, image, tmp_pat
         frames += req.frame_count
     total = frames / FPS
     final = tmp_path / "final.mp4"
-    concat_with_music(segments, final, duration=total, music=None, music_volume_db=-16, workdir=tmp_path)
+    durations = [0.5 + 0.25 * k for k in range(len(segments))]
+    compose(ComposeSpec(segments=segments, durations=durations, width=W, height=H, fps=FPS), final, tmp_path)
     info = stream(final)
     assert int(info["nb_read_frames"]) == frames
     assert info["duration"] == pytest.approx(total, abs=0.05)
