@@ -44,6 +44,20 @@ class ProjectStore:
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
 
+    def _upsert(self, row) -> None:
+        """merge() reads then inserts; another process may insert in between. The second try
+        finds the row and updates it."""
+        for attempt in range(2):
+            with self.session() as s:
+                try:
+                    s.merge(row)
+                    s.commit()
+                    return
+                except IntegrityError:
+                    s.rollback()
+                    if attempt:
+                        raise
+
     def paths(self, project: Project) -> ProjectPaths:
         return ProjectPaths.of(self.data_dir, project.publish_date, project.template or "invalid-template", project.id)
 
@@ -193,9 +207,7 @@ class ProjectStore:
     # -- cancel requests ----------------------------------------------------------------------
 
     def request_cancel(self, project_id: str) -> None:
-        with self.session() as s:
-            s.merge(CancelRequest(project_id=project_id))
-            s.commit()
+        self._upsert(CancelRequest(project_id=project_id))
 
     def cancel_requested(self, project_id: str) -> bool:
         with self.session() as s:
@@ -220,9 +232,7 @@ class ProjectStore:
             return row.watermark_ms if row else 0
 
     def set_watermark(self, table_id: str, watermark_ms: int) -> None:
-        with self.session() as s:
-            s.merge(PollState(table_id=table_id, watermark_ms=watermark_ms))
-            s.commit()
+        self._upsert(PollState(table_id=table_id, watermark_ms=watermark_ms))
 
     def notifications_due(self) -> list[Notification]:
         with self.session() as s:
@@ -253,9 +263,7 @@ class ProjectStore:
             return row.file_token if row else None
 
     def remember_upload(self, sha256: str, app_token: str, file_token: str, size: int) -> None:
-        with self.session() as s:
-            s.merge(UploadedFile(sha256=sha256, app_token=app_token, file_token=file_token, size=size))
-            s.commit()
+        self._upsert(UploadedFile(sha256=sha256, app_token=app_token, file_token=file_token, size=size))
 
     # -- rebuild ----------------------------------------------------------------------------
 

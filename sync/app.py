@@ -118,9 +118,14 @@ class App:
         return sum(self.pool.submit(pid) for pid in self.poller.poll())
 
     def flush(self) -> None:
-        self.flusher.flush()
-        if self.notifier:
-            self.notifier.flush()
+        # One flusher per table across processes: Feishu rejects concurrent writes to a table
+        # (1254291), and two notifiers would announce the same event twice.
+        with self.locks.hold(f"_flush-{self.table.table_id}") as got:
+            if not got:
+                return
+            self.flusher.flush()
+            if self.notifier:
+                self.notifier.flush()
 
     def once(self, timeout: float = 3600) -> None:
         """One poll, run everything it found to a resting point, write every result back."""
