@@ -141,14 +141,15 @@ class Poller:
 
     def _while_busy(self, project: Project, row: RowInput) -> bool:
         """A worker holds the project: only 取消 is taken now; the rest waits for the step to end."""
+        inputs_changed = project.input_hash != row.input_hash()
         if not self._action_is_new(project, row):
-            return True
+            return not inputs_changed
         if row.action != Action.cancel.value:
             return False
         self.store.request_cancel(project.id)
         self.store.add_outbox(project, SheetUpdate(fields={self.cols.action: None}))
         log.info("cancel requested project=%s record=%s", project.id, row.record_id)
-        return True
+        return not inputs_changed
 
     def _take_action(self, project: Project, row: RowInput) -> bool:
         """Apply the row's 操作 if it is one we have not taken yet. True if the cell must be cleared."""

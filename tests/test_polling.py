@@ -63,3 +63,22 @@ def test_a_table_without_a_modified_time_column_still_works(emulator, tmp_path):
 
 def cells_status(sheet: Sheet, rid: str) -> str:
     return text_of(sheet.row(rid)["fields"][sheet.cols.status])
+
+
+def test_an_input_edit_while_the_project_is_busy_is_applied_once_it_is_free(sheet: Sheet):
+    cols = sheet.cols
+    rid, other = sheet.add_rows([{cols.image: sheet.image_cell(), cols.template: "tiny", cols.shot_count: 1},
+                                 {cols.template: "tiny"}])
+    app = sheet.app()
+    app.once()
+    project = app.store.by_record(sheet.table_id, rid)
+    sheet.emu.set_cells(sheet.app_token, sheet.table_id, rid, {cols.shot_count: 2})
+    # A later edit elsewhere moves the newest modified time past our row's.
+    sheet.emu.set_cells(sheet.app_token, sheet.table_id, other, {cols.title: "改了"})
+    with app.locks.hold(project.id) as got:  # a worker is busy with it
+        assert got
+        app.poller.poll()
+    assert app.store.get(project.id).shot_count == 1
+    app.once()  # the edit was not lost: the next poll reads the row again
+    project = app.store.get(project.id)
+    assert project.shot_count == 2 and project.state == ProjectState.completed
