@@ -129,6 +129,16 @@ def probe(path: Path) -> MediaInfo:
     return _media_info(data, path)
 
 
+def check_image(image: Path) -> None:
+    """Raise MediaError unless `image` exists and its first frame decodes."""
+    if not image.is_file():
+        raise MediaError(f"image {image.name} cannot be decoded: file does not exist")
+    try:
+        probe_first_frame(image)
+    except MediaError as e:
+        raise MediaError(f"image {image.name} cannot be decoded", e.stderr_tail) from e
+
+
 def probe_first_frame(path: Path) -> FrameInfo:
     """Decode the first video frame (proving it decodes) and return its size.
 

@@ -239,12 +239,7 @@ def _backoff(attempt: int) -> float:
 
 def _data_url(image: Path) -> str:
     """The start image inline, after proving it decodes (a broken frame must not cost a remote job)."""
-    if not image.is_file():
-        raise MediaError(f"image {image.name} cannot be decoded: file does not exist")
-    try:
-        ffmpeg.probe_first_frame(image)
-    except MediaError as e:
-        raise MediaError(f"image {image.name} cannot be decoded", e.stderr_tail) from e
+    ffmpeg.check_image(image)
     mime = IMAGE_MIME.get(image.suffix.lower(), "image/jpeg")
     return f"data:{mime};base64,{base64.b64encode(image.read_bytes()).decode('ascii')}"
 

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from connectors import ffmpeg
 from connectors.video.protocol import SegmentRequest
-from storage.errors import MediaError
 from storage.storyboard import Camera
 
 # zoompan crops at whole-pixel offsets of its input, and in a chroma-subsampled format it rounds
@@ -24,7 +21,7 @@ class KenBurnsGenerator:
     name = "kenburns"
 
     def generate(self, req: SegmentRequest) -> None:
-        _check_decodable(req.image)
+        ffmpeg.check_image(req.image)
         # ffmpeg itself turns EXIF-rotated phone photos upright (autorotate), before our filters.
         graph = ",".join([*_motion_filters(req), f"format={ffmpeg.PIX_FMT}", "setsar=1"])
         ffmpeg.run_to(
@@ -35,15 +32,6 @@ class KenBurnsGenerator:
             ],
             what=f"Ken Burns segment for shot {req.shot.index + 1}",
         )
-
-
-def _check_decodable(image: Path) -> None:
-    if not image.is_file():
-        raise MediaError(f"image {image.name} cannot be decoded: file does not exist")
-    try:
-        ffmpeg.probe_first_frame(image)
-    except MediaError as e:
-        raise MediaError(f"image {image.name} cannot be decoded", e.stderr_tail) from e
 
 
 def _motion_filters(req: SegmentRequest) -> list[str]:
