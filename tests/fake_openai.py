@@ -13,9 +13,10 @@ import tempfile
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Self
+
+from loopback import LoopbackServer
 
 SECONDS_PER_CHAR = 0.05
 MIN_SECONDS = 0.3
@@ -55,29 +56,18 @@ def error_reply(status: int, message: str = "fake error", retry_after: str | Non
     return Scripted(status, {"error": {"message": message, "type": "fake_error", "code": str(status)}}, headers)
 
 
-class FakeOpenAI:
+class FakeOpenAI(LoopbackServer):
     def __init__(self, api_key: str = "sk-fake-test-key", seconds_per_char: float = SECONDS_PER_CHAR):
         self.api_key = api_key
         self.seconds_per_char = seconds_per_char
         self.requests: list[Recorded] = []
         self._queues: dict[str, deque[Scripted]] = {"chat": deque(), "speech": deque()}
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._server.fake = self  # type: ignore[attr-defined]
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+        self._listen(_Handler)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        return f"{self.origin}/v1"
 
     def queue_chat(self, *replies: Scripted) -> None:
         with self._lock:

@@ -15,9 +15,10 @@ import tempfile
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Self
+
+from loopback import LoopbackServer
 
 
 @dataclass
@@ -48,7 +49,7 @@ class Job:
     video: bytes
 
 
-class FakeVideoAPI:
+class FakeVideoAPI(LoopbackServer):
     def __init__(
         self,
         api_key: str = "vk-fake-test-key",
@@ -71,22 +72,11 @@ class FakeVideoAPI:
         self._by_key: dict[str, str] = {}
         self._scripts: dict[str, deque[Scripted]] = {"submit": deque(), "poll": deque(), "download": deque()}
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._server.fake = self  # type: ignore[attr-defined]
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+        self._listen(_Handler)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        return self.origin
 
     def script(self, route: str, *replies: Scripted) -> None:
         with self._lock:
