@@ -13,10 +13,10 @@ import os
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Annotated, Any, Union
 
 import ffmpeg as ffmpeg_python
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel, Field
 
 from storage.atomic import temp_path_for
 from storage.errors import MediaError
@@ -45,6 +45,17 @@ JPEG_ARGS = ("-vf", "scale=out_color_matrix=bt601:out_range=pc,format=yuvj444p",
 
 Command = Union[Sequence[str], Any]  # an argv list, or an ffmpeg-python stream/output node
 
+
+
+def _even(v: int) -> int:
+    # H.264 in yuv420p cannot encode odd sizes.
+    if v % 2:
+        raise ValueError(f"video size must be even, got {v}")
+    return v
+
+
+# A frame width or height every backend and the compose step can encode.
+EvenSize = Annotated[int, Field(ge=16, le=3840), AfterValidator(_even)]
 
 class MediaInfo(BaseModel):
     duration: float

@@ -6,8 +6,9 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError
 
+from connectors.ffmpeg import EvenSize
 from storage.errors import BadInput, Permanent
 from storage.paths import safe_component
 from storage.storyboard import Camera
@@ -42,8 +43,9 @@ class TemplateConfig(BaseModel):
     name: str
     shot_count: int = Field(default=7, ge=1, le=20)
     shot_duration: float = Field(default=5.0, gt=0, le=30)
-    width: int = Field(default=720, ge=16, le=3840)
-    height: int = Field(default=1280, ge=16, le=3840)
+    # Checked when the template loads, so a bad size refuses the template, not every row using it.
+    width: EvenSize = 720
+    height: EvenSize = 1280
     fps: int = Field(default=24, ge=1, le=60)
     storyboard_backend: str | None = None
     segment_backend: str | None = None
@@ -74,14 +76,6 @@ class TemplateConfig(BaseModel):
     narration: NarrationConfig = Field(default_factory=NarrationConfig)
     prompt_file: str = "storyboard_prompt.md"
     folder: Path
-
-    @field_validator("width", "height")
-    @classmethod
-    def _even(cls, v: int) -> int:
-        # H.264 in yuv420p cannot encode odd sizes; refuse the template, not every row using it.
-        if v % 2:
-            raise ValueError(f"video size must be even, got {v}")
-        return v
 
     @property
     def orientation(self) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-from loopback import LoopbackServer
+from loopback import LoopbackServer, read_json
 
 SECONDS_PER_CHAR = 0.05
 MIN_SECONDS = 0.3
@@ -127,11 +127,7 @@ def tone(seconds: float, fmt: str = "mp3") -> bytes:
 
 class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        try:
-            body = json.loads(self.rfile.read(length) or b"{}")
-        except ValueError:
-            body = {}
+        body = read_json(self)
         headers = {k.lower(): v for k, v in self.headers.items()}
         scripted, raw, ctype = self.server.fake.handle(self.path, body, headers)  # type: ignore[attr-defined]
         payload = raw if raw is not None else json.dumps(scripted.body, ensure_ascii=False).encode("utf-8")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-from loopback import LoopbackServer
+from loopback import LoopbackServer, read_json
 
 
 @dataclass
@@ -155,11 +155,7 @@ def lavfi_video(seconds: float, size: tuple[int, int], fps: int) -> bytes:
 
 class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        try:
-            body = json.loads(self.rfile.read(length) or b"{}")
-        except ValueError:
-            body = {}
+        body = read_json(self)
         self._reply(*self._fake().handle("POST", self.path, body, self._lower_headers()))
 
     def do_GET(self) -> None:

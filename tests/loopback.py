@@ -3,6 +3,7 @@ used as a context manager so it always stops."""
 
 from __future__ import annotations
 
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Self
@@ -26,3 +27,12 @@ class LoopbackServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+def read_json(handler: BaseHTTPRequestHandler) -> dict:
+    """The request's JSON body, or {} when it is empty or not JSON (the fake decides what that means)."""
+    length = int(handler.headers.get("content-length") or 0)
+    try:
+        return json.loads(handler.rfile.read(length) or b"{}")
+    except ValueError:
+        return {}

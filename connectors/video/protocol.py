@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
+from connectors.ffmpeg import EvenSize
 from storage.storyboard import Shot
 
 
@@ -17,19 +18,11 @@ class SegmentRequest(BaseModel):
 
     image: Path
     shot: Shot
-    width: int = Field(ge=16, le=3840)
-    height: int = Field(ge=16, le=3840)
+    width: EvenSize
+    height: EvenSize
     fps: int = Field(ge=1, le=60)
     out: Path
     seed: int = 0
-
-    @field_validator("width", "height")
-    @classmethod
-    def _even(cls, v: int) -> int:
-        # H.264 in yuv420p cannot encode odd dimensions.
-        if v % 2:
-            raise ValueError(f"video size must be even, got {v}")
-        return v
 
     @property
     def frame_count(self) -> int:
