@@ -150,7 +150,7 @@ def _hand_written(spec: ComposeSpec, work: Path, gain_db: float) -> list[str]:
     fmt = "aformat=sample_fmts=fltp:sample_rates=48000:channel_layouts=stereo"
     graph = (
         f"[1:v]scale={round(WIDTH * 0.12)}:-1:flags=lanczos,format=rgba,colorchannelmixer=aa=0.8[logo];"
-        f"[0:v][logo]overlay=x=main_w-overlay_w-24:y=main_h-overlay_h-24:format=auto,"
+        f"[0:v][logo]overlay=x=main_w-overlay_w-24:y=main_h-overlay_h-24:format=yuv420:eval=init,"
         f"subtitles=filename={spec.subtitles.srt}:charenc=UTF-8:force_style='{style}',format=yuv420p[v];"
         f"[2:a]atrim=duration={d},asetpts=PTS-STARTPTS,{fmt},volume={gain_db:.2f}dB,"
         f"afade=t=in:st=0:d=1,afade=t=out:st={d - 1.5}:d=1.5,alimiter=limit=0.891:level=0:latency=1,"

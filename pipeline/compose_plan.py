@@ -162,7 +162,10 @@ def decorate_graph(spec: ComposeSpec, source: str, logo_input: int | None) -> st
     chains, current = [], source
     if spec.logo is not None and logo_input is not None:
         chains.append(_logo_chain(spec, logo_input))
-        chains.append(f"[{current}][logo]overlay={_corner_xy(spec.logo)}:format=auto[withlogo]")
+        # Blend in yuv420 on a yuv420p picture. format=auto would pick rgba for an rgba logo and
+        # convert every frame there and back: a third of the encode's time, and a colour shift.
+        chains.append(f"[{current}]format={ffmpeg.PIX_FMT}[main]")
+        chains.append(f"[main][logo]overlay={_corner_xy(spec.logo)}:format=yuv420:eval=init[withlogo]")
         current = "withlogo"
     steps = []
     if spec.subtitles is not None and spec.subtitles.mode == "burn":

@@ -240,6 +240,17 @@ def test_logo_lands_in_its_corner_with_its_opacity(corner, black, logo, tmp_path
     assert np.abs(marked[far_y:far_y + 32, far_x:far_x + 64] - plain[far_y:far_y + 32, far_x:far_x + 64]).max() < 8
 
 
+def test_a_logo_leaves_the_colours_of_the_picture_alone(segments, logo, tmp_path):
+    # Saturated bars show a colour-matrix round trip (yuv -> rgb -> yuv) that black would hide.
+    source = frame_at(segments[1], 0.5, tmp_path / "source.png")
+    s = spec(segments[1:2], logo=LogoSpec(path=logo, position="top-left", margin=4, scale=0.1, opacity=1.0),
+             subtitles=SubtitleSpec(srt=write_srt(tmp_path / "s.srt", "字幕"), font_size=0.05, margin_v=4))
+    marked = frame_at(compose(s, tmp_path / "logo.mp4", tmp_path).video, 0.5, tmp_path / "marked.png")
+    # Away from the logo (top-left) and the subtitle (bottom): only x264's own loss is allowed.
+    band = (slice(H // 3, 2 * H // 3), slice(0, W))
+    assert np.abs(marked[band] - source[band]).mean(axis=(0, 1)).max() < 3
+
+
 def test_burned_chinese_subtitles_render_real_glyphs(black, tmp_path):
     # A hostile folder and file name: spaces, quotes, colon, brackets, comma, semicolon, Chinese.
     folder = tmp_path / "sub dir 中文"
