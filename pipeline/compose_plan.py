@@ -88,9 +88,10 @@ class ComposeSpec(BaseModel):
     def _consistent(self) -> ComposeSpec:
         if len(self.durations) != len(self.segments):
             raise ValueError(f"{len(self.segments)} segments but {len(self.durations)} durations")
-        if self.has_transitions and self.transition_duration >= min(self.durations):
+        if self.has_transitions and self.transition_duration > max_transition(self.durations) + 1e-9:
             raise ValueError(
-                f"transition of {self.transition_duration:g} s does not fit a {min(self.durations):g} s segment"
+                f"a {self.transition_duration:g} s transition does not fit segments of {self.durations} s: "
+                "each join takes that long from both segments"
             )
         return self
 
@@ -116,44 +117,54 @@ class ComposeSpec(BaseModel):
         return starts
 
 
+def max_transition(durations: list[float]) -> float:
+    """The longest transition that fits: the first and last segment give it once, the middle
+    ones twice (they fade in and out)."""
+    if len(durations) < 2:
+        return 0.0
+    return min(durations[0], durations[-1], *(d / 2 for d in durations[1:-1]))
+
+
 def needs_reencode(spec: ComposeSpec) -> bool:
     """False when the segments can be joined by stream copy (soft subtitles are only muxed)."""
     burn = spec.subtitles is not None and spec.subtitles.mode == "burn"
     return spec.has_transitions or spec.logo is not None or burn
 
 
-def xfade_offsets(durations: list[float], overlap: float) -> list[float]:
-    """Offset of each join k (segment k+1 onto what came before), measured on the joined stream."""
-    offsets, length = [], durations[0]
-    for d in durations[1:]:
-        offsets.append(length - overlap)
-        length += d - overlap
-    return offsets
-
-
 def join_graph(spec: ComposeSpec, conform: list[bool]) -> str:
-    """Separate segment inputs 0..n-1 joined into [joined]: xfade chain, or concat without one.
+    """Separate segment inputs 0..n-1 joined into [joined]: with transitions or by concat.
 
     `conform[i]` marks a segment not in the shared format: it is scaled and resampled first,
     because xfade and concat refuse inputs that differ in size, rate or time base.
+
+    A transition blends only the last `overlap` seconds of one segment with the first of the
+    next; everything else is concatenated untouched. xfade works in yuv444p, so chaining it over
+    whole segments would convert every frame of the film there and back: slower, and softer colour.
     """
-    chains = []
+    n, t = len(spec.segments), spec.overlap
+    chains, pieces = [], []
     for i, (d, fix) in enumerate(zip(spec.durations, conform)):
         fit = f"{ffmpeg.conform_filter(spec.width, spec.height)},fps={spec.fps}," if fix else ""
-        # Trimming to the plan keeps every xfade offset where the arithmetic put it.
-        chains.append(f"[{i}:v:0]{fit}trim=duration={d:.6f},setpts=PTS-STARTPTS[s{i}]")
-    n = len(spec.segments)
-    if not spec.has_transitions:
-        chains.append("".join(f"[s{i}]" for i in range(n)) + f"concat=n={n}:v=1:a=0[joined]")
-        return ";".join(chains)
-    prev = "s0"
-    for k, offset in enumerate(xfade_offsets(spec.durations, spec.overlap), start=1):
-        label = "joined" if k == n - 1 else f"x{k}"
-        chains.append(
-            f"[{prev}][s{k}]xfade=transition={spec.transition}"
-            f":duration={spec.transition_duration:.6f}:offset={offset:.6f}[{label}]"
-        )
-        prev = label
+        # (label, start, end) of the parts of segment i; trimming to the plan keeps every join
+        # where the timeline arithmetic put it.
+        head = t if i > 0 else 0.0
+        tail = d - t if i < n - 1 else d
+        has_body = tail - head > 0.5 / spec.fps  # a shot exactly two transitions long has none
+        parts = [("h", 0.0, t)] if head else []
+        if has_body:
+            parts.append(("b", head, tail))
+        if tail < d:
+            parts.append(("t", tail, d))
+        outs = "".join(f"[{p}{i}in]" for p, _, _ in parts)
+        chains.append(f"[{i}:v:0]{fit}split={len(parts)}{outs}" if len(parts) > 1 else f"[{i}:v:0]{fit}null{outs}")
+        chains += [f"[{p}{i}in]trim=start={a:.6f}:end={b:.6f},setpts=PTS-STARTPTS[{p}{i}]" for p, a, b in parts]
+        if i > 0 and t:
+            chains.append(f"[t{i - 1}][h{i}]xfade=transition={spec.transition}:duration={t:.6f}:offset=0,"
+                          f"format={ffmpeg.PIX_FMT}[x{i}]")
+            pieces.append(f"[x{i}]")
+        if has_body:
+            pieces.append(f"[b{i}]")
+    chains.append("".join(pieces) + f"concat=n={len(pieces)}:v=1:a=0[joined]")
     return ";".join(chains)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from connectors.asr import Transcriber
 from connectors.tts import Speech
 from pipeline import compose
-from pipeline.compose_plan import ComposeSpec, LogoSpec, SubtitleSpec
+from pipeline.compose_plan import ComposeSpec, LogoSpec, SubtitleSpec, max_transition
 from pipeline.narration import narrate
 from pipeline.segments import shot_starts
 from pipeline.subtitles import write_srt
@@ -23,8 +23,12 @@ class Soundtrack:
     source: str = "none"  # tts | asr | none
 
 
-def overlap(template: TemplateConfig) -> float:
-    return template.transition_duration if template.transition != "none" else 0.0
+def overlap(template: TemplateConfig, durations: list[float]) -> float:
+    """Seconds each join takes: the template's transition, shortened to fit the shortest shot
+    (an LLM may plan a shot shorter than two transitions)."""
+    if template.transition == "none" or len(durations) < 2:
+        return 0.0
+    return min(template.transition_duration, max_transition(durations))
 
 
 def soundtrack(board: Storyboard, template: TemplateConfig, speech: Speech | None,
@@ -41,7 +45,8 @@ def soundtrack(board: Storyboard, template: TemplateConfig, speech: Speech | Non
         return Soundtrack(narration=voiceover, srt=srt, source="asr")
     lines = [(s.index, s.narration) for s in board.shots if s.narration]
     if template.narration.enabled and speech is not None and lines:
-        starts = shot_starts([s.duration for s in board.shots], overlap(template))
+        durations = [s.duration for s in board.shots]
+        starts = shot_starts(durations, overlap(template, durations))
         spoken = narrate(lines, speech, workdir / "narration", starts=starts, voice=template.narration.voice,
                          speed=template.narration.speed, gap=template.narration.gap)
         write_srt(spoken.cues, srt)
@@ -59,14 +64,15 @@ def music_bed(template: TemplateConfig, duration: float, workdir: Path) -> Path:
 def compose_spec(board: Storyboard, template: TemplateConfig, segments: list[Path], sound: Soundtrack,
                  music: Path | None) -> ComposeSpec:
     subs = template.subtitles
+    durations = [s.duration for s in board.shots]
     return ComposeSpec(
         segments=segments,
-        durations=[s.duration for s in board.shots],
+        durations=durations,
         width=template.width,
         height=template.height,
         fps=template.fps,
         transition=template.transition,
-        transition_duration=template.transition_duration,
+        transition_duration=overlap(template, durations) or template.transition_duration,
         logo=LogoSpec(path=template.logo_path, position=template.logo.position, margin=template.logo.margin,
                       scale=template.logo.scale, opacity=template.logo.opacity) if template.logo else None,
         subtitles=SubtitleSpec(srt=sound.srt, mode=subs.mode, font=subs.font, font_size=subs.size,

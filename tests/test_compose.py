@@ -12,6 +12,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 from connectors import ffmpeg
+from pipeline import final_cut
 from pipeline.compose import compose
 from pipeline.compose_plan import (
     ComposeSpec,
@@ -19,10 +20,12 @@ from pipeline.compose_plan import (
     SubtitleSpec,
     clip_srt,
     filter_arg,
+    max_transition,
     needs_reencode,
-    xfade_offsets,
 )
+from pipeline.templates import TemplateLibrary, bundled_templates_dir
 from storage.errors import MediaError
+from storage.storyboard import Shot, Storyboard
 
 W, H, FPS = 320, 180, 12
 RATE = 48000
@@ -150,7 +153,8 @@ def test_spec_validation_and_reencode_decision(segments, logo, tmp_path):
 
 
 def test_transition_timeline_math():
-    assert xfade_offsets([4.0, 4.0, 4.0], 0.5) == [3.5, 7.0]
+    assert max_transition([4.0, 3.0, 4.0]) == 1.5  # the middle shot fades in and out
+    assert max_transition([1.0, 3.0]) == 1.0
     s = ComposeSpec(segments=[Path("a"), Path("b"), Path("c")], durations=[4.0, 3.0, 4.0],
                     width=W, height=H, fps=FPS, transition="fade", transition_duration=0.5)
     assert s.total_duration == pytest.approx(10.0)
@@ -223,6 +227,33 @@ def test_xfade_chain_shortens_by_the_overlaps(segments, tmp_path):
     assert abs(ffmpeg.probe(out).duration - 2.5) < 0.1
     assert abs(result.duration - 2.5) < 0.1
     assert ffmpeg.probe(out).fps == FPS
+
+
+def frame_count(video: Path) -> int:
+    return int(ffprobe_lines(video, "-count_frames", "-select_streams", "v:0", "-show_entries",
+                             "stream=nb_read_frames")[0])
+
+
+def test_transitions_blend_only_at_the_joins(segments, tmp_path):
+    s = spec(segments, transition="fade", transition_duration=0.25)
+    video = compose(s, tmp_path / "final.mp4", tmp_path).video
+    assert frame_count(video) == round(2.5 * FPS)
+    # Segment 1 plays from 0.75 s; at 1.25 s it is 0.5 s in, clear of both joins: untouched.
+    middle = frame_at(video, 1.25, tmp_path / "m.png")
+    assert np.abs(middle - frame_at(segments[1], 0.5, tmp_path / "s1.png")).mean() < 3
+    # Halfway through the first join (0.875 s) both pictures show at about half strength.
+    join = frame_at(video, 0.875 + 0.5 / FPS, tmp_path / "j.png")
+    a, b = frame_at(segments[0], 0.875, tmp_path / "a.png"), frame_at(segments[1], 0.125, tmp_path / "b.png")
+    assert np.abs(join - (a + b) / 2).mean() < np.abs(join - a).mean() / 2
+    assert np.abs(join - (a + b) / 2).mean() < np.abs(join - b).mean() / 2
+
+
+def test_a_shot_two_transitions_long_fades_in_and_straight_out(segments, tmp_path):
+    s = spec(segments, durations=[1.0, 0.5, 1.0], transition="fade", transition_duration=0.25)
+    assert s.total_duration == pytest.approx(2.0)
+    assert frame_count(compose(s, tmp_path / "final.mp4", tmp_path).video) == 2 * FPS
+    with pytest.raises(ValidationError, match="does not fit"):
+        spec(segments, durations=[1.0, 0.5, 1.0], transition="fade", transition_duration=0.3)
 
 
 @pytest.mark.parametrize("corner", ["bottom-right", "top-left"])
@@ -356,3 +387,15 @@ def test_ffmpeg_failure_keeps_its_stderr_tail(segments, tmp_path):
 def test_missing_music_is_a_media_error(segments, tmp_path):
     with pytest.raises(MediaError, match="music"):
         compose(spec(segments, music=tmp_path / "nope.mp3"), tmp_path / "f.mp4", tmp_path)
+
+
+def test_a_template_transition_is_shortened_to_fit_a_short_shot(segments, tmp_path):
+    """An LLM may plan a shot shorter than two transitions: the film still composes, and the
+    narration timeline uses the same shortened overlap."""
+    template = TemplateLibrary(bundled_templates_dir()).get("landscape-story")  # 0.5 s fades
+    board = Storyboard(shots=[Shot(index=i, prompt="p", duration=d) for i, d in enumerate([1.0, 0.6, 1.0])])
+    s = final_cut.compose_spec(board, template, segments, final_cut.Soundtrack(), None)
+    assert s.transition_duration == pytest.approx(0.3)
+    assert s.shot_starts() == pytest.approx([0.0, 0.7, 1.0])
+    s = s.model_copy(update={"width": W, "height": H, "fps": FPS, "logo": None})
+    assert abs(compose(s, tmp_path / "final.mp4", tmp_path).duration - 2.0) < 0.1
