@@ -59,15 +59,14 @@ class AudioPlan(BaseModel):
         return self.inputs.count("-i")
 
 
-def plan_audio(spec: ComposeSpec, duration: float, first_input: int, workdir: Path) -> AudioPlan:
-    """Inputs and filters for the soundtrack, gains already measured.
+def plan_audio(spec: ComposeSpec, levels: Levels, duration: float, first_input: int, workdir: Path) -> AudioPlan:
+    """Inputs and filters for the soundtrack, given the sources' `levels` (`measure_sources`).
 
     The track is padded and trimmed to exactly `duration`: the output must not rely on
     -shortest, which ffmpeg 5.1 ignores for an endless stream from the video's filtergraph
     and applies far too early when a subtitle stream is muxed.
     """
-    _check_sources(spec)
-    levels = _measure_sources(spec, duration, workdir)
+    levels = levels.model_copy()
     end = f"apad=whole_dur={duration:.6f},atrim=duration={duration:.6f}"
     if levels.music is None and levels.narration is None:
         graph = f"anullsrc=r={AUDIO_RATE}:cl=stereo,{AUDIO_FORMAT},{end}[aout]"
@@ -105,7 +104,9 @@ def voice_filters(duration: float, gain_db: float) -> str:
     return f"{AUDIO_FORMAT},volume={gain_db:.2f}dB,apad=whole_dur={duration:.6f},atrim=duration={duration:.6f}"
 
 
-def _measure_sources(spec: ComposeSpec, duration: float, workdir: Path) -> Levels:
+def measure_sources(spec: ComposeSpec, duration: float, workdir: Path) -> Levels:
+    """Loudness of the music and the narration over the first `duration` seconds, each alone."""
+    _check_sources(spec)
     inputs: list[str] = []
     chains: list[str] = []
     if spec.music is not None:

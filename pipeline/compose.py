@@ -60,9 +60,14 @@ def compose(spec: ComposeSpec, out: Path, workdir: Path, *, cover: Path | None =
     for; otherwise re-encodes once. The soundtrack is always encoded, silent when there is
     neither music nor narration, so that players see an audio track.
     """
-    layout = _layout(spec)
+    # Both are mostly waiting on short ffmpeg/ffprobe runs: do them side by side. The loudness
+    # is measured over the planned length, which the real one differs from by a frame at most.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        measuring = pool.submit(audio_mix.measure_sources, spec, spec.total_duration, workdir)
+        layout = _layout(spec)
+        levels = measuring.result()
     args, graphs, next_input = _video_part(spec, layout, out, workdir)
-    audio = audio_mix.plan_audio(spec, layout.duration, next_input, workdir)
+    audio = audio_mix.plan_audio(spec, levels, layout.duration, next_input, workdir)
     args += audio.inputs
     next_input += audio.input_count
     soft = _soft_subtitles(spec, layout.duration, workdir / f"{out.stem}.soft.srt")
@@ -78,11 +83,12 @@ def compose(spec: ComposeSpec, out: Path, workdir: Path, *, cover: Path | None =
     ]
     ffmpeg.run_to(out, lambda tmp: [ffmpeg.FFMPEG, *args, *outputs, str(tmp)], what="composing the final video")
 
-    length = ffmpeg.probe(out).duration
-    cover_path = None
-    if spec.cover_at is not None:
-        cover_path = cover or out.with_suffix(".jpg")
-        make_cover(out, cover_path, at=spec.cover_at, length=length)
+    cover_path = None if spec.cover_at is None else cover or out.with_suffix(".jpg")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        probing = pool.submit(ffmpeg.probe, out)
+        if cover_path is not None and spec.cover_at is not None:
+            make_cover(out, cover_path, at=spec.cover_at, length=layout.duration)
+        length = probing.result().duration
     return ComposeResult(video=out, cover=cover_path, duration=length, reencoded=not layout.stream_copy,
                          levels=audio.levels)
 
