@@ -126,6 +126,9 @@ class Project(SQLModel, table=True):
     advance_once: bool = False
     # The row's modified time when we last consumed its 操作 cell: a re-read of the same edit is not a new action.
     action_stamp: int | None = None
+    # Times 重做第N段 was asked for: part of every generation seed, so a redo is a new take
+    # rather than the same video again, while a crash-resume still reproduces the current one.
+    takes: int = 0
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(AwareDateTime, nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(AwareDateTime, nullable=False))
 
@@ -139,6 +142,7 @@ class Segment(SQLModel, table=True):
     duration: float | None = None
     url: str | None = None
     drift: float | None = None
+    clip: str | None = None  # stock shots: the library clip it was cut from (kept out of later shots)
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(AwareDateTime, nullable=False))
 
 

@@ -85,6 +85,7 @@ class Actions:
             self._refuse(p, req, f"段号应在 1 到 {shots} 之间")
         # Later shots start from this one's last frame, so they are remade too.
         self.store.delete_segments_from(p.id, req.segment - 1)
+        p.takes += 1
         self._resume_at(p, ProjectState.storyboard_ready)
 
     def _compose(self, p: Project, req: Requested, row: RowInput) -> None:

@@ -54,7 +54,7 @@ def project_detail(store: ProjectStore, key: str) -> dict | None:
         "folder": str(store.paths(project).root),
         "segments": [
             {"index": s.index + 1, "state": s.state.value, "source": s.source.value, "backend": s.backend,
-             "duration": s.duration, "url": s.url}
+             "duration": s.duration, "url": s.url, "clip": s.clip}
             for s in store.segments(project.id)
         ],
         "steps": [
@@ -78,7 +78,8 @@ def format_detail(d: dict) -> str:
         lines.append(f"final: {p['final_url']} ({p['final_duration']:.1f}s)")
     lines.append("segments:" if d["segments"] else "segments: none yet")
     lines += [f"  {s['index']:>2} {s['state']:<10} {s['source']:<5} {s['backend']:<9} "
-              f"{(str(round(s['duration'], 2)) + 's') if s['duration'] else '-':>6}" for s in d["segments"]]
+              f"{(str(round(s['duration'], 2)) + 's') if s['duration'] else '-':>6}"
+              + (f"  {s['clip']}" if s["clip"] else "") for s in d["segments"]]
     lines.append("steps:")
     lines += [f"  {r['step']:<10} #{r['attempt']} {r['started'][:19]} {'ok' if r['ok'] else ('running' if r['ok'] is None else 'failed')}"
               + (f"  {r['error']}" if r["error"] else "") for r in d["steps"]]

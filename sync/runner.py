@@ -16,6 +16,7 @@ from connectors.asr import Transcriber
 from connectors.store.protocol import ObjectStore
 from connectors.tts import Speech
 from connectors.video.protocol import SegmentGenerator
+from connectors.video.stock import StockGenerator
 from pipeline import compose, final_cut
 from pipeline.mix import plan_sources
 from pipeline.segments import SegmentResult, generate_segments
@@ -41,6 +42,7 @@ from sync.messages import announcement
 from sync.rows import ImageRef
 
 log = logging.getLogger(__name__)
+TAKE_SEED_STRIDE = 1000  # seeds of take t are 1000t + shot index: takes never share a seed
 
 MAX_IMAGE_PIXELS = 50_000_000  # beyond this, decoding one frame can take gigabytes of memory
 RESTING = (ProjectState.storyboard_ready, ProjectState.segments_ready)
@@ -224,8 +226,11 @@ class ProjectRunner:
         total = len(board.shots)
         sources = plan_sources(p.id, total, template.ai_ratio)
         ai = _SlotGuard(self._generator(template.segment_backend or self.d.segment_backend), self.d.gpu_slots)
-        stock = self._stock(template, p) if SegmentSource.stock in sources else None
-        done = {s.index for s in self.d.store.segments(p.id) if s.state == SegmentState.done}
+        finished = [s for s in self.d.store.segments(p.id) if s.state == SegmentState.done]
+        done = {s.index for s in finished}
+        # Clips already in this video, from earlier runs too: a restart or a redone shot must
+        # not bring one of them back.
+        stock = self._stock(template, p, {s.clip for s in finished if s.clip}) if SegmentSource.stock in sources else None
 
         def generator_for(k: int, source: SegmentSource) -> SegmentGenerator:
             return stock if source == SegmentSource.stock else ai
@@ -238,12 +243,14 @@ class ProjectRunner:
 
         def on_done(res: SegmentResult) -> None:
             url = self.d.objects.put(paths.segment(res.index), self._key(p, f"segments/seg_{res.index:02d}.mp4"))
+            clip = stock.picks.get(res.index) if stock is not None and res.source == SegmentSource.stock else None
             seg = Segment(project_id=p.id, index=res.index, state=SegmentState.done, source=res.source,
-                          backend=res.backend, duration=res.duration, url=url, drift=res.drift)
+                          backend=res.backend, duration=res.duration, url=url, drift=res.drift, clip=clip)
             self._save(p, ProjectState.generating, 10 + 75 * (res.index + 1) // total,
                        f"完成第{res.index + 1}/{total}段", segments=(seg,))
 
-        generate_segments(board, paths, template, sources, generator_for, done, on_start, on_done)
+        generate_segments(board, paths, template, sources, generator_for, done, on_start, on_done,
+                          seed=TAKE_SEED_STRIDE * p.takes)
         self._save(p, ProjectState.segments_ready, 85, "视频段完成")
 
     def _compose(self, p: Project) -> None:
@@ -276,12 +283,12 @@ class ProjectRunner:
         except KeyError:
             raise BadInput(f"分镜后端“{name}”未配置：可选 {', '.join(self.d.storyboarders)}") from None
 
-    def _stock(self, template, p: Project) -> SegmentGenerator:
+    def _stock(self, template, p: Project, used: set[str]) -> StockGenerator:
         library = self.d.generators.get("stock")
-        if library is None:
+        if not isinstance(library, StockGenerator):
             raise Permanent(f"模板“{template.id}”要求部分镜头使用实拍素材（ai_ratio={template.ai_ratio:g}），"
                             "但没有配置素材库：请设置 STOCK_LIBRARY_DIR")
-        return library.for_project(p.id)
+        return library.for_project(p.id, used)
 
     def _generator(self, name: str) -> SegmentGenerator:
         try:

@@ -78,3 +78,31 @@ def test_a_stock_template_without_a_library_says_which_setting_to_set(sheet: She
     project = app.store.by_record(sheet.table_id, rid)
     assert project.state == ProjectState.failed and "STOCK_LIBRARY_DIR" in project.error
     assert project.last_good == ProjectState.storyboard_ready
+
+
+def test_stock_clips_are_remembered_and_a_redone_shot_is_a_new_take(emulator, tmp_path):
+    sheet = Sheet(emulator, tmp_path / "d", STOCK_LIBRARY_DIR=make_stock_library(tmp_path / "stock"))
+    cols = sheet.cols
+    (rid,) = sheet.add_rows([{cols.image: sheet.image_cell(), cols.scene: "山谷", cols.template: "tiny-story"}])
+    app = sheet.app()
+    app.once()
+    project = app.store.by_record(sheet.table_id, rid)
+    assert project.state == ProjectState.completed, project.error
+    stock = [s for s in app.store.segments(project.id) if s.source == SegmentSource.stock]
+    assert [s.index for s in stock] == [1, 2]  # tiny-story: ai_ratio 0.5 of 3 shots, shot 1 always AI
+    clips = [s.clip for s in stock]
+    assert all(clips) and len(set(clips)) == 2
+    meta = json.loads(app.store.paths(project).meta.read_text())
+    assert [s["clip"] for s in meta["segments"]] == [None, *clips]
+    before = app.store.paths(project).segment(2).read_bytes()
+
+    # A new process (fresh generators) redoes shot 3: shot 2 keeps its clip, and shot 3 is a
+    # new take that still never repeats shot 2's clip.
+    app = sheet.app()
+    sheet.emu.set_cells(sheet.app_token, sheet.table_id, rid, {cols.action: "重做第3段"})
+    app.once()
+    project = app.store.by_record(sheet.table_id, rid)
+    assert project.state == ProjectState.completed and project.takes == 1
+    after = {s.index: s.clip for s in app.store.segments(project.id)}
+    assert after[1] == clips[0] and after[2] and after[2] != clips[0]
+    assert app.store.paths(project).segment(2).read_bytes() != before
