@@ -27,6 +27,17 @@ def make_stock_library(root: Path) -> Path:
     return root
 
 
+def story_done(sheet: Sheet):
+    """One tiny-story row, run to completion: (app, record id, project)."""
+    cols = sheet.cols
+    (rid,) = sheet.add_rows([{cols.image: sheet.image_cell(), cols.scene: "山谷", cols.template: "tiny-story"}])
+    app = sheet.app()
+    app.once()
+    project = app.store.by_record(sheet.table_id, rid)
+    assert project.state == ProjectState.completed, project.error
+    return app, rid, project
+
+
 @pytest.fixture
 def fake():
     with FakeOpenAI() as server:
@@ -43,12 +54,7 @@ def test_llm_story_with_stock_shots_narration_subtitles_logo_and_transitions(emu
     sheet = Sheet(emulator, tmp_path / "d", STORYBOARD_BACKEND="llm", LLM_BASE_URL=fake.url, LLM_API_KEY=fake.api_key,
                   TTS_BASE_URL=fake.url, TTS_API_KEY=fake.api_key, STOCK_LIBRARY_DIR=make_stock_library(tmp_path / "stock"))
     cols = sheet.cols
-    (rid,) = sheet.add_rows([{cols.image: sheet.image_cell(), cols.scene: "山谷", cols.template: "tiny-story"}])
-    app = sheet.app()
-    app.once()
-
-    project = app.store.by_record(sheet.table_id, rid)
-    assert project.state == ProjectState.completed, project.error
+    app, rid, project = story_done(sheet)
     segments = app.store.segments(project.id)
     assert segments[0].source == SegmentSource.ai and SegmentSource.stock in {s.source for s in segments}
     assert all(s.drift is not None for s in segments if s.source == SegmentSource.ai)
@@ -83,11 +89,7 @@ def test_a_stock_template_without_a_library_says_which_setting_to_set(sheet: She
 def test_stock_clips_are_remembered_and_a_redone_shot_is_a_new_take(emulator, tmp_path):
     sheet = Sheet(emulator, tmp_path / "d", STOCK_LIBRARY_DIR=make_stock_library(tmp_path / "stock"))
     cols = sheet.cols
-    (rid,) = sheet.add_rows([{cols.image: sheet.image_cell(), cols.scene: "山谷", cols.template: "tiny-story"}])
-    app = sheet.app()
-    app.once()
-    project = app.store.by_record(sheet.table_id, rid)
-    assert project.state == ProjectState.completed, project.error
+    app, rid, project = story_done(sheet)
     stock = [s for s in app.store.segments(project.id) if s.source == SegmentSource.stock]
     assert [s.index for s in stock] == [1, 2]  # tiny-story: ai_ratio 0.5 of 3 shots, shot 1 always AI
     clips = [s.clip for s in stock]
