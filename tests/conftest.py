@@ -46,7 +46,8 @@ class Sheet:
         self.emu = emu
         self.app_token = emu.create_app(name="test")
         self.table_id = emu.create_table(self.app_token, name="videos", fields=table_schema(overrides))
-        defaults = {"SHEETREEL_ALLOW_PRIVATE_URLS": True, "SHEETREEL_RETRY_BASE_SECONDS": 0}
+        defaults = {"SHEETREEL_ALLOW_PRIVATE_URLS": True, "SHEETREEL_RETRY_BASE_SECONDS": 0,
+                    "SHEETREEL_TEMPLATES_DIR": TEST_TEMPLATES}
         self.settings = Settings(
             FEISHU_APP_ID=APP_ID,
             FEISHU_APP_SECRET=SECRET,
@@ -54,7 +55,6 @@ class Sheet:
             FEISHU_TABLE_ID=self.table_id,
             FEISHU_BASE_URL=emu.url,
             SHEETREEL_DATA_DIR=data_dir,
-            SHEETREEL_TEMPLATES_DIR=TEST_TEMPLATES,
             SHEETREEL_DEFAULT_TEMPLATE="tiny",
             **(defaults | settings),
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -12,6 +13,8 @@ from pydantic import ValidationError
 from connectors.asr import GPU_EXTRA_HINT, FunAsrTranscriber, Transcriber, cues_from_funasr
 from storage.cues import Cue
 from storage.errors import NotFound, Permanent
+
+import tiny_funasr
 
 
 def char_stamps(start_ms: int, count: int, step: int = 240) -> list[list[int]]:
@@ -169,3 +172,36 @@ def test_model_loads_once_from_local_dirs(model_dirs, audio, monkeypatch):
     }]
     assert generates == [{"input": str(audio), "batch_size_s": 120, "sentence_timestamp": True}] * 2
     assert first == second == cues_from_funasr(SENTENCE_INFO_RESULT)
+
+
+# ---- the real FunASR, with tiny models ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    pytest.importorskip("funasr", reason="the FunASR path needs funasr (the gpu or test extra)")
+    return tiny_funasr.build(tmp_path_factory.mktemp("funasr"))
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("speech") / "voice.wav"
+    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i", "sine=f=220:d=3", "-ar", "16000",
+                    "-ac", "1", str(path)], check=True)
+    return path
+
+
+def test_funasr_with_vad_and_punctuation_gives_sentence_cues(tiny_models, speech):
+    transcriber = FunAsrTranscriber(tiny_models["asr"], device="cpu", vad_model_dir=tiny_models["vad"],
+                                    punc_model_dir=tiny_models["punc"])
+    [cue] = transcriber.transcribe(speech)  # the punctuation model ends the one sentence with 。
+    assert cue.index == 1 and 0 <= cue.start < 0.5 and cue.end == pytest.approx(3.0, abs=0.05)
+    assert cue.text.endswith("。") and set(cue.text[:-1]) <= set(tiny_funasr.VOCAB)
+
+
+def test_funasr_alone_gives_cues_from_token_timestamps(tiny_models, speech):
+    cues = FunAsrTranscriber(tiny_models["asr"], device="cpu").transcribe(speech)
+    assert cues and [c.index for c in cues] == list(range(1, len(cues) + 1))
+    assert 0 <= cues[0].start < 0.5 and cues[-1].end == pytest.approx(3.0, abs=0.05)
+    assert all(a.end <= b.start for a, b in zip(cues, cues[1:]))
+    assert set("".join(c.text for c in cues)) <= set(tiny_funasr.VOCAB)

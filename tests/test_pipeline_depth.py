@@ -13,7 +13,8 @@ from connectors import ffmpeg
 from storage.models import ProjectState, SegmentSource
 from sync.rows import text_of
 
-from conftest import Sheet
+import tiny_funasr
+from conftest import TEST_TEMPLATES, Sheet
 from fake_openai import FakeOpenAI, chat_json
 
 
@@ -27,10 +28,10 @@ def make_stock_library(root: Path) -> Path:
     return root
 
 
-def story_done(sheet: Sheet):
-    """One tiny-story row, run to completion: (app, record id, project)."""
+def story_done(sheet: Sheet, template: str = "tiny-story", scene: str = "山谷"):
+    """One row, run to completion: (app, record id, project)."""
     cols = sheet.cols
-    (rid,) = sheet.add_rows([{cols.image: sheet.image_cell(), cols.scene: "山谷", cols.template: "tiny-story"}])
+    (rid,) = sheet.add_rows([{cols.image: sheet.image_cell(), cols.scene: scene, cols.template: template}])
     app = sheet.app()
     app.once()
     project = app.store.by_record(sheet.table_id, rid)
@@ -108,3 +109,26 @@ def test_stock_clips_are_remembered_and_a_redone_shot_is_a_new_take(emulator, tm
     after = {s.index: s.clip for s in app.store.segments(project.id)}
     assert after[1] == clips[0] and after[2] and after[2] != clips[0]
     assert app.store.paths(project).segment(2).read_bytes() != before
+
+
+def test_a_voiceover_template_gets_subtitles_from_funasr(emulator, tmp_path):
+    """The real FunASR (tiny random models, CPU) transcribes a template's recorded voiceover;
+    its cues become the SRT burned into the film."""
+    pytest.importorskip("funasr", reason="the FunASR path needs funasr (the gpu or test extra)")
+    models = tiny_funasr.build(tmp_path / "funasr")
+    folder = tmp_path / "templates" / "voiced"
+    folder.mkdir(parents=True)
+    (folder / "template.toml").write_text(
+        (TEST_TEMPLATES / "tiny" / "template.toml").read_text(encoding="utf-8")
+        + 'voiceover = "voice.wav"\n\n[subtitles]\nmode = "burn"\n', encoding="utf-8")
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=f=220:d=1.8", "-ar", "16000",
+                    str(folder / "voice.wav")], check=True)
+    sheet = Sheet(emulator, tmp_path / "d", SHEETREEL_TEMPLATES_DIR=tmp_path / "templates", ASR_MODEL_DIR=models["asr"],
+                  ASR_VAD_MODEL_DIR=models["vad"], ASR_PUNC_MODEL_DIR=models["punc"], ASR_DEVICE="cpu")
+    app, _, project = story_done(sheet, "voiced", "公园")
+    paths = app.store.paths(project)
+    srt = paths.subtitles.read_text(encoding="utf-8")
+    first, stamps, text = srt.split("\n")[:3]
+    assert first == "1" and stamps.endswith("--> 00:00:01,800") and text.endswith("。")
+    info = ffmpeg.probe(paths.final_video)
+    assert info.audio_codec == "aac" and abs(info.duration - 2.0) <= 0.2
