@@ -55,6 +55,11 @@ def make_messenger(settings: Settings, table: BitableClient) -> Messenger | None
     return None
 
 
+def template_library(settings: Settings) -> TemplateLibrary:
+    """The operator's templates folder first (a template there overrides a bundled one of the same id)."""
+    return TemplateLibrary(*[r for r in (settings.templates_dir, bundled_templates_dir()) if r])
+
+
 def make_store(settings: Settings) -> ProjectStore:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return ProjectStore(make_engine(settings.db_url), settings.data_dir)
@@ -65,8 +70,7 @@ class App:
         self.settings, self.table, self.clock = settings, table, clock
         self.store = make_store(settings)
         self.stopping = threading.Event()
-        roots = [r for r in (settings.templates_dir, bundled_templates_dir()) if r]
-        self.templates = TemplateLibrary(*roots)
+        self.templates = template_library(settings)
         fetcher = ImageFetcher(settings.image_max_bytes, settings.allow_private_urls)
 
         def fetch_image(ref: ImageRef, dest: Path) -> None:

@@ -18,6 +18,7 @@ from sync.cli_support import CliError, emit, load_settings, require_db
 EPILOG = """examples:
   sheetreel demo                       offline demo: emulated Bitable, 3 sample rows, real MP4s
   sheetreel demo --rows 5 --shots 3    more rows, fewer shots each
+  sheetreel demo --template landscape-story --rows 1   narrated (set TTS_BASE_URL/TTS_API_KEY)
   sheetreel status --data-dir ./demo-data --json
   sheetreel once                       poll the real table once and finish what it found (cron)
   sheetreel run                        poll forever (the GPU host's long-running process)
@@ -42,7 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "and print the results. No credentials, GPU or network needed.")
     d.add_argument("--data-dir", type=Path, default=Path("./demo-data"), help="where the DB, videos and the emulated table live (default ./demo-data)")
     d.add_argument("--rows", type=int, default=3, help="how many sample rows to add (default 3)")
-    d.add_argument("--shots", type=int, default=None, help="shots per video (default: the template's, 7)")
+    d.add_argument("--shots", type=int, default=None, help="shots per video (default: the template's)")
+    d.add_argument("--template", default="pet-eating",
+                   help="pet-eating (default: 7 portrait shots) or landscape-story (narration, subtitles, logo, "
+                   "fades, stock shots: with TTS_BASE_URL set it is narrated; stock clips are synthetic unless "
+                   "STOCK_LIBRARY_DIR is set)")
 
     s = sub.add_parser("status", help="list projects from the database, or show one in detail",
                        description="List projects with state, shots, duration and the final video; with a project id, "
@@ -101,7 +106,7 @@ def cmd_demo(args) -> int:
         raise CliError("--rows must be between 1 and 50")
     if args.shots is not None and not 1 <= args.shots <= 20:
         raise CliError("--shots must be between 1 and 20")
-    rows = run_demo(args.data_dir, rows=args.rows, shots=args.shots)
+    rows = run_demo(args.data_dir, rows=args.rows, shots=args.shots, template=args.template)
     print()
     print(format_table(rows))
     print(f"\nnext: sheetreel status --data-dir {args.data_dir}")

@@ -10,14 +10,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from connectors import ffmpeg
 from connectors.feishu.emulator import Emulator
 from connectors.feishu.protocol import FieldType
 from storage import atomic
-from sync.app import App, make_table
+from storage.paths import safe_component
+from sync.app import App, make_table, template_library
 from sync.columns import Columns
 from sync.schema import check_columns, create_missing
 from sync.settings import Settings
 
+DEFAULT_TEMPLATE = "pet-eating"
+# ffmpeg generators that move like footage: a zooming fractal, drifting sky and meadow
+# gradients, cellular life.
+STOCK_SOURCES = ("mandelbrot=s=640x360", "gradients=s=640x360:speed=0.02:c0=0x87CEEB:c1=0xFFB347:n=2",
+                 "gradients=s=640x360:speed=0.03:c0=0x2E8B57:c1=0xF0E68C:n=2",
+                 "life=s=640x360:mold=10:ratio=0.1:life_color=0x9ACD32:death_color=0x1E3A2A")
 DEMO_APP_ID = "cli_sheetreel_demo"
 DEMO_SECRET = "sheetreel-demo-secret"
 DEMO_CHAT_ID = "oc_sheetreel_demo"
@@ -66,7 +74,7 @@ def ensure_demo_table(emu: Emulator, data_dir: Path) -> DemoTable:
     return DemoTable(app_token, table_id)
 
 
-def seed_rows(settings: Settings, count: int, shots: int | None) -> list[str]:
+def seed_rows(settings: Settings, count: int, shots: int | None, template: str = DEFAULT_TEMPLATE) -> list[str]:
     """Add sample rows through the SDK, as an operator would fill the sheet."""
     table = make_table(settings)
     cols = settings.columns
@@ -78,7 +86,7 @@ def seed_rows(settings: Settings, count: int, shots: int | None) -> list[str]:
             cols.title: f"{title} #{i + 1}" if count > len(SAMPLES) else title,
             cols.image: [{"file_token": token}],
             cols.scene: scene,
-            cols.template: "pet-eating",
+            cols.template: template,
             cols.mode: "自动",
         }
         if shots:
@@ -91,6 +99,7 @@ def run_demo(
     data_dir: Path,
     rows: int = 3,
     shots: int | None = None,
+    template: str = DEFAULT_TEMPLATE,
     on_progress: Callable[[str], None] = print,
     timeout: float = 1800,
 ) -> list[dict]:
@@ -100,9 +109,14 @@ def run_demo(
         base_url = emu.start()
         table_ref = ensure_demo_table(emu, data_dir)
         settings = demo_settings(data_dir, base_url, table_ref)
+        chosen = template_library(settings).get(template)
+        if chosen.ai_ratio < 1 and settings.stock_library_dir is None:
+            library = demo_stock_library(data_dir / "stock", chosen.stock_tags)
+            on_progress(f"stock footage: synthetic clips in {library} (set STOCK_LIBRARY_DIR for real ones)")
+            settings = demo_settings(data_dir, base_url, table_ref, STOCK_LIBRARY_DIR=library)
         app = App(settings, make_table(settings))
         create_missing(app.table, check_columns(app.table, settings.columns.schema(app.templates.ids())))
-        seed_rows(settings, rows, shots)
+        seed_rows(settings, rows, shots, template)
         stop = threading.Event()
         worker = threading.Thread(target=app.run, args=(stop,), name="sheetreel-demo", daemon=True)
         worker.start()
@@ -119,6 +133,19 @@ def run_demo(
     from sync.report import project_rows
 
     return project_rows(app.store)
+
+
+def demo_stock_library(root: Path, tags: list[str]) -> Path:
+    """A few moving clips made by ffmpeg's own generators, filed under the template's first tags,
+    so a template that mixes in stock footage runs without a real library. Made once."""
+    for i, (tag, source) in enumerate(zip((tags or ["stock"]) * len(STOCK_SOURCES), STOCK_SOURCES)):
+        clip = root / safe_component(tag, "素材标签") / f"{i + 1}-{source.split('=')[0]}.mp4"
+        if not clip.is_file():
+            clip.parent.mkdir(parents=True, exist_ok=True)
+            ffmpeg.run_to(clip, lambda tmp, s=source: [
+                ffmpeg.FFMPEG, "-f", "lavfi", "-i", f"{s}:r=24", "-t", "6", *ffmpeg.encode_args(24), str(tmp),
+            ], what="demo stock clip")
+    return root
 
 
 def _watch(app: App, say: Callable[[str], None], timeout: float) -> None:

@@ -12,6 +12,8 @@ from sync.cli import main
 from sync.demo import DEMO_APP_ID, DEMO_SECRET, ensure_demo_table, open_emulator
 from sync.rows import text_of
 
+from fake_openai import FakeOpenAI, chat_json
+
 
 def test_demo_turns_three_rows_into_videos_and_the_rows_show_them(tmp_path, capsys):
     data = tmp_path / "demo"
@@ -67,3 +69,30 @@ def test_every_command_has_help(capsys):
             pass
         text = capsys.readouterr().out
         assert f"usage: sheetreel {name}" in text and len(text.splitlines()) > 3
+
+
+def test_demo_switches_to_the_llm_storyboard_and_tts_by_settings(tmp_path, capsys, monkeypatch):
+    """The narrated template through the demo, with the storyboard and the voice from an
+    OpenAI-compatible server named only in the environment."""
+    with FakeOpenAI() as fake:
+        board = {"shots": [{"index": i, "prompt": f"山谷镜头{i + 1}", "duration": 2.0, "camera": "zoom_in",
+                            "narration": line, "stock_tags": ["landscape"]}
+                           for i, line in enumerate(["清晨的山谷。", "溪水流过。"])]}
+        fake.queue_chat(chat_json(board))
+        for key, value in {"STORYBOARD_BACKEND": "llm", "LLM_BASE_URL": fake.url, "LLM_API_KEY": fake.api_key,
+                           "TTS_BASE_URL": fake.url, "TTS_API_KEY": fake.api_key}.items():
+            monkeypatch.setenv(key, value)
+        data = tmp_path / "demo"
+        assert main(["demo", "--data-dir", str(data), "--rows", "1", "--shots", "2",
+                     "--template", "landscape-story"]) == 0
+        assert "stock footage: synthetic clips" in capsys.readouterr().out
+        assert len(fake.chat_requests()) == 1 and len(fake.speech_requests()) == 2
+
+    assert main(["status", "--data-dir", str(data), "--json"]) == 0
+    [project] = json.loads(capsys.readouterr().out)
+    assert project["state"] == "completed"
+    final = Path(project["final_path"])
+    info = ffmpeg.probe(final)
+    assert (info.width, info.height) == (1280, 720) and abs(info.duration - (2 * 2.0 - 0.5)) <= 0.2
+    srt = (final.parent / "subtitles.srt").read_text(encoding="utf-8")
+    assert "清晨的山谷。" in srt and "溪水流过。" in srt
