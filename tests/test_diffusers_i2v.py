@@ -81,6 +81,47 @@ def save_tiny_svd(folder: Path) -> Path:
     return folder
 
 
+def save_tiny_i2vgen_xl(folder: Path) -> Path:
+    """A text-conditioned I2VGenXLPipeline: the prompt goes through a CLIP tokenizer whose
+    vocabulary is the alphabet (written here: no hub) and a one-layer text encoder."""
+    from diffusers import AutoencoderKL, DDIMScheduler, I2VGenXLPipeline, I2VGenXLUNet
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTokenizer,
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+    )
+
+    torch.manual_seed(0)
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in "abcdefghijklmnopqrstuvwxyz":
+        vocab[c], vocab[c + "</w>"] = len(vocab), len(vocab) + 1
+    words = folder / "tokenizer-source"
+    words.mkdir(parents=True)
+    (words / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (words / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")  # no merges: one token per letter
+    pipe = I2VGenXLPipeline(
+        vae=AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+                          down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2),
+        text_encoder=CLIPTextModel(CLIPTextConfig(
+            vocab_size=len(vocab), hidden_size=16, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
+            max_position_embeddings=16, projection_dim=16, bos_token_id=0, eos_token_id=1, pad_token_id=1)),
+        tokenizer=CLIPTokenizer(str(words / "vocab.json"), str(words / "merges.txt"), model_max_length=16),
+        unet=I2VGenXLUNet(sample_size=8, block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=16,
+                          attention_head_dim=4, down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+                          up_block_types=("UpBlock3D", "CrossAttnUpBlock3D")),
+        scheduler=DDIMScheduler(),
+        image_encoder=CLIPVisionModelWithProjection(CLIPVisionConfig(
+            image_size=224, patch_size=32, hidden_size=16, projection_dim=16, intermediate_size=16,
+            num_hidden_layers=1, num_attention_heads=2)),
+        feature_extractor=CLIPImageProcessor(size=224, crop_size=224),
+    )
+    pipe.save_pretrained(folder / "model")
+    return folder / "model"
+
+
 def tiny_generator(model_dir: Path, **overrides) -> DiffusersGenerator:
     # Guidance 1.0 turns classifier-free guidance off: one UNet pass per step instead of two.
     settings = {"dtype": "float32", "device": "cpu", "steps": 2, "num_frames": 4, "guidance_scale": 1.0,
@@ -152,6 +193,21 @@ def test_two_chained_shots_load_the_model_once(tiny_model, tmp_path):
 def test_named_pipeline_class_loads_too(tiny_model):
     gen = tiny_generator(tiny_model, pipeline_class="StableVideoDiffusionPipeline")
     assert type(gen.load()).__name__ == "StableVideoDiffusionPipeline"
+
+
+def test_a_text_conditioned_pipeline_gets_the_prompt_or_a_clear_error(tmp_path):
+    """I2VGen-XL takes the shot's prompt. diffusers deprecated it and it breaks with
+    transformers 5; either way the row must end with a segment or with an actionable error."""
+    with single_threaded_torch():
+        gen = tiny_generator(save_tiny_i2vgen_xl(tmp_path / "i2vgen"))
+        req = request(make_image(tmp_path / "open.png"), tmp_path / "seg.mp4", 0, duration=0.5)
+        try:
+            gen.generate(req)
+        except Permanent as e:
+            assert "I2VGenXLPipeline" in str(e) and "transformers" in str(e)
+            assert not req.out.exists()
+        else:
+            assert int(stream_info(req.out)["nb_read_frames"]) == req.frame_count
 
 
 def test_undecodable_start_image_leaves_no_file(tiny_model, tmp_path):

@@ -172,6 +172,14 @@ class DiffusersGenerator:
                 f"扩散模型拒绝了参数：{_first_line(e)} (check DIFFUSERS_NUM_FRAMES, DIFFUSERS_STEPS, "
                 "DIFFUSERS_GUIDANCE_SCALE for this model)"
             ) from e
+        except (AttributeError, ImportError) as e:
+            # The pipeline reaching into a library that moved on under it, e.g. the deprecated
+            # I2VGenXLPipeline with transformers 5: no retry will help, a version pin will.
+            raise Permanent(
+                f"扩散模型管线 {type(pipe).__name__} 与已安装的 diffusers/transformers 版本不兼容："
+                f"{type(e).__name__}: {_first_line(e)} (install the versions this model names, or use another "
+                "DIFFUSERS_PIPELINE)"
+            ) from e
         return to_uint8_frames(result.frames[0])
 
     def _pixel_budget(self, pipe: Any, params: Any) -> int:
