@@ -142,9 +142,15 @@ def join_graph(spec: ComposeSpec, conform: list[bool]) -> str:
     whole segments would convert every frame of the film there and back: slower, and softer colour.
     """
     n, t = len(spec.segments), spec.overlap
+    # Each piece restarts at 0 and counts whole frames: concat takes a piece's length from its
+    # timestamps, and xfade's own may be a fraction of a frame off.
+    restamp = f"setpts=N/({spec.fps}*TB)"
     chains, pieces = [], []
     for i, (d, fix) in enumerate(zip(spec.durations, conform)):
+        # Every input on one time base: xfade refuses two that differ, and a file's is whatever
+        # its muxer chose (the fps filter's, 1/fps, is too coarse for xfade's own arithmetic).
         fit = f"{ffmpeg.conform_filter(spec.width, spec.height)},fps={spec.fps}," if fix else ""
+        fit += "settb=AVTB,"
         # (label, start, end) of the parts of segment i; trimming to the plan keeps every join
         # where the timeline arithmetic put it.
         head = t if i > 0 else 0.0
@@ -156,11 +162,11 @@ def join_graph(spec: ComposeSpec, conform: list[bool]) -> str:
         if tail < d:
             parts.append(("t", tail, d))
         outs = "".join(f"[{p}{i}in]" for p, _, _ in parts)
-        chains.append(f"[{i}:v:0]{fit}split={len(parts)}{outs}" if len(parts) > 1 else f"[{i}:v:0]{fit}null{outs}")
-        chains += [f"[{p}{i}in]trim=start={a:.6f}:end={b:.6f},setpts=PTS-STARTPTS[{p}{i}]" for p, a, b in parts]
+        chains.append(f"[{i}:v:0]{fit}split={len(parts)}{outs}" if len(parts) > 1 else f"[{i}:v:0]{fit[:-1]}{outs}")
+        chains += [f"[{p}{i}in]trim=start={a:.6f}:end={b:.6f},{restamp}[{p}{i}]" for p, a, b in parts]
         if i > 0 and t:
             chains.append(f"[t{i - 1}][h{i}]xfade=transition={spec.transition}:duration={t:.6f}:offset=0,"
-                          f"format={ffmpeg.PIX_FMT}[x{i}]")
+                          f"format={ffmpeg.PIX_FMT},{restamp}[x{i}]")
             pieces.append(f"[x{i}]")
         if has_body:
             pieces.append(f"[b{i}]")

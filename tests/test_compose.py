@@ -218,6 +218,15 @@ def test_mismatched_segment_is_reencoded_to_the_spec(segments, media, tmp_path):
     assert abs(result.duration - 2.0) < 0.1
 
 
+def test_a_mismatched_segment_joins_with_transitions_too(segments, media, tmp_path):
+    odd = make_segment(media / "odd_rate.mp4", "testsrc2", size=(200, 200))  # other size
+    s = spec([segments[0], odd, segments[2]], transition="fade", transition_duration=0.25)
+    video = compose(s, tmp_path / "final.mp4", tmp_path).video
+    info = ffmpeg.probe(video)
+    assert (info.width, info.height, info.fps) == (W, H, FPS)
+    assert frame_count(video) == round(2.5 * FPS)
+
+
 def test_xfade_chain_shortens_by_the_overlaps(segments, tmp_path):
     out = tmp_path / "final.mp4"
     s = spec(segments, transition="fade", transition_duration=0.25)
