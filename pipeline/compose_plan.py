@@ -6,6 +6,7 @@ ffmpeg command. Filtergraph text is built here, audio in `pipeline.audio_mix`.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Literal
@@ -88,7 +89,7 @@ class ComposeSpec(BaseModel):
     def _consistent(self) -> ComposeSpec:
         if len(self.durations) != len(self.segments):
             raise ValueError(f"{len(self.segments)} segments but {len(self.durations)} durations")
-        if self.has_transitions and self.transition_duration > max_transition(self.durations) + 1e-9:
+        if self.has_transitions and self.overlap > max_transition(self.durations) + 1e-9:
             raise ValueError(
                 f"a {self.transition_duration:g} s transition does not fit segments of {self.durations} s: "
                 "each join takes that long from both segments"
@@ -96,13 +97,15 @@ class ComposeSpec(BaseModel):
         return self
 
     @property
-    def has_transitions(self) -> bool:
-        return self.transition != "none" and len(self.segments) > 1
-
-    @property
     def overlap(self) -> float:
         """Seconds each join takes away from the timeline (xfade plays both sides at once)."""
-        return self.transition_duration if self.has_transitions else 0.0
+        if self.transition == "none" or len(self.segments) < 2:
+            return 0.0
+        return whole_frames(self.transition_duration, self.fps)
+
+    @property
+    def has_transitions(self) -> bool:
+        return self.overlap > 0
 
     @property
     def total_duration(self) -> float:
@@ -115,6 +118,12 @@ class ComposeSpec(BaseModel):
             starts.append(t)
             t += d - self.overlap
         return starts
+
+
+def whole_frames(seconds: float, fps: int) -> float:
+    """`seconds` rounded down to whole frames: the two sides of a join must be equally long,
+    and a fraction of a frame would give one side a frame more than the other."""
+    return math.floor(seconds * fps + 1e-6) / fps
 
 
 def max_transition(durations: list[float]) -> float:

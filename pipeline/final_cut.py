@@ -8,7 +8,7 @@ from pathlib import Path
 from connectors.asr import Transcriber
 from connectors.tts import Speech
 from pipeline import compose
-from pipeline.compose_plan import ComposeSpec, LogoSpec, SubtitleSpec, max_transition
+from pipeline.compose_plan import ComposeSpec, LogoSpec, SubtitleSpec, max_transition, whole_frames
 from pipeline.narration import narrate
 from pipeline.segments import shot_starts
 from pipeline.subtitles import write_srt
@@ -24,11 +24,11 @@ class Soundtrack:
 
 
 def overlap(template: TemplateConfig, durations: list[float]) -> float:
-    """Seconds each join takes: the template's transition, shortened to fit the shortest shot
-    (an LLM may plan a shot shorter than two transitions)."""
+    """Seconds each join takes: the template's transition in whole frames, shortened to fit the
+    shortest shot (an LLM may plan a shot shorter than two transitions); 0 for none."""
     if template.transition == "none" or len(durations) < 2:
         return 0.0
-    return min(template.transition_duration, max_transition(durations))
+    return whole_frames(min(template.transition_duration, max_transition(durations)), template.fps)
 
 
 def soundtrack(board: Storyboard, template: TemplateConfig, speech: Speech | None,
@@ -65,14 +65,15 @@ def compose_spec(board: Storyboard, template: TemplateConfig, segments: list[Pat
                  music: Path | None) -> ComposeSpec:
     subs = template.subtitles
     durations = [s.duration for s in board.shots]
+    joins = overlap(template, durations)
     return ComposeSpec(
         segments=segments,
         durations=durations,
         width=template.width,
         height=template.height,
         fps=template.fps,
-        transition=template.transition,
-        transition_duration=overlap(template, durations) or template.transition_duration,
+        transition=template.transition if joins else "none",
+        transition_duration=joins or template.transition_duration,
         logo=LogoSpec(path=template.logo_path, position=template.logo.position, margin=template.logo.margin,
                       scale=template.logo.scale, opacity=template.logo.opacity) if template.logo else None,
         subtitles=SubtitleSpec(srt=sound.srt, mode=subs.mode, font=subs.font, font_size=subs.size,

@@ -24,7 +24,8 @@ from sync.rows import text_of
 
 DURATION_TOLERANCE = 0.15
 # Fields of the project that meta.json must mirror exactly.
-META_FIELDS = ("state", "last_good", "progress", "error", "final_url", "cover_url", "storyboard_json", "shot_count")
+META_FIELDS = ("state", "last_good", "progress", "error", "final_url", "cover_url", "storyboard_json", "shot_count",
+               "takes")
 
 
 @dataclass
@@ -63,10 +64,12 @@ def check_meta(store: ProjectStore, p: Project, segments: list[Segment]) -> list
     out = []
     db_row = p.model_dump(mode="json")
     for name in META_FIELDS:
-        if mirrored.project.get(name) != db_row.get(name):
-            out.append(Mismatch(p.id, p.record_id, "meta", name, db_row.get(name), mirrored.project.get(name)))
-    db_segs = [(s.index, s.state.value, s.url) for s in segments]
-    meta_segs = [(s.get("index"), s.get("state"), s.get("url")) for s in mirrored.segments]
+        # A meta.json written before a field existed holds its default, as the DB row does.
+        kept = mirrored.project.get(name, Project.model_fields[name].default)
+        if kept != db_row.get(name):
+            out.append(Mismatch(p.id, p.record_id, "meta", name, db_row.get(name), kept))
+    db_segs = [(s.index, s.state.value, s.url, s.clip) for s in segments]
+    meta_segs = [(s.get("index"), s.get("state"), s.get("url"), s.get("clip")) for s in mirrored.segments]
     if db_segs != meta_segs:
         out.append(Mismatch(p.id, p.record_id, "meta", "segments", db_segs, meta_segs))
     return out

@@ -23,6 +23,7 @@ from pipeline.compose_plan import (
     max_transition,
     needs_reencode,
 )
+from pipeline.segments import shot_starts
 from pipeline.templates import TemplateLibrary, bundled_templates_dir
 from storage.errors import MediaError
 from storage.storyboard import Shot, Storyboard
@@ -261,8 +262,8 @@ def test_a_shot_two_transitions_long_fades_in_and_straight_out(segments, tmp_pat
     s = spec(segments, durations=[1.0, 0.5, 1.0], transition="fade", transition_duration=0.25)
     assert s.total_duration == pytest.approx(2.0)
     assert frame_count(compose(s, tmp_path / "final.mp4", tmp_path).video) == 2 * FPS
-    with pytest.raises(ValidationError, match="does not fit"):
-        spec(segments, durations=[1.0, 0.5, 1.0], transition="fade", transition_duration=0.3)
+    with pytest.raises(ValidationError, match="does not fit"):  # 0.34 s = 4 frames at 12 fps > 0.25 s
+        spec(segments, durations=[1.0, 0.5, 1.0], transition="fade", transition_duration=0.34)
 
 
 @pytest.mark.parametrize("corner", ["bottom-right", "top-left"])
@@ -399,12 +400,15 @@ def test_missing_music_is_a_media_error(segments, tmp_path):
 
 
 def test_a_template_transition_is_shortened_to_fit_a_short_shot(segments, tmp_path):
-    """An LLM may plan a shot shorter than two transitions: the film still composes, and the
-    narration timeline uses the same shortened overlap."""
-    template = TemplateLibrary(bundled_templates_dir()).get("landscape-story")  # 0.5 s fades
-    board = Storyboard(shots=[Shot(index=i, prompt="p", duration=d) for i, d in enumerate([1.0, 0.6, 1.0])])
+    """An LLM may plan a shot shorter than two transitions: the join shrinks to fit, in whole
+    frames, the film still composes, and the narration timeline uses the same overlap."""
+    template = TemplateLibrary(bundled_templates_dir()).get("landscape-story")  # 0.5 s fades, 24 fps
+    durations = [1.0, 0.6, 1.0]
+    board = Storyboard(shots=[Shot(index=i, prompt="p", duration=d) for i, d in enumerate(durations)])
     s = final_cut.compose_spec(board, template, segments, final_cut.Soundtrack(), None)
-    assert s.transition_duration == pytest.approx(0.3)
-    assert s.shot_starts() == pytest.approx([0.0, 0.7, 1.0])
-    s = s.model_copy(update={"width": W, "height": H, "fps": FPS, "logo": None})
-    assert abs(compose(s, tmp_path / "final.mp4", tmp_path).duration - 2.0) < 0.1
+    assert s.overlap == pytest.approx(7 / 24)  # 0.3 s is 7.2 frames: both sides get 7
+    assert s.shot_starts() == pytest.approx(shot_starts(durations, final_cut.overlap(template, durations)))
+    s = s.model_copy(update={"width": W, "height": H, "logo": None})  # the 12 fps segments are conformed
+    video = compose(s, tmp_path / "final.mp4", tmp_path).video
+    # 17 frames of shot 1 alone, two 7-frame joins, 17 of shot 3: the middle shot is all join.
+    assert frame_count(video) == 17 + 7 + 7 + 17
