@@ -61,7 +61,8 @@ def compose(spec: ComposeSpec, out: Path, workdir: Path, *, cover: Path | None =
     neither music nor narration, so that players see an audio track.
     """
     # Both are mostly waiting on short ffmpeg/ffprobe runs: do them side by side. The loudness
-    # is measured over the planned length, which the real one differs from by a frame at most.
+    # is measured over the planned length; the real one (stream copy plays the files as they
+    # are) is near enough for an integrated loudness.
     with ThreadPoolExecutor(max_workers=1) as pool:
         measuring = pool.submit(audio_mix.measure_sources, spec, spec.total_duration, workdir)
         layout = _layout(spec)
