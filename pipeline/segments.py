@@ -49,7 +49,8 @@ def generate_segments(
             generator = generator_for(k, source)
             generator.generate(
                 SegmentRequest(image=seed_frame, shot=shot, width=template.width, height=template.height,
-                               fps=template.fps, out=paths.segment(k), seed=seed + k)
+                               fps=template.fps, out=paths.segment(k), seed=template.seed + seed + k,
+                               tuning=template.diffusion)
             )
             frames.extract_first_last(paths.segment(k), paths.first_frame(k), paths.last_frame(k))
             distance = _guard_drift(paths, k, template.drift_threshold) if source == SegmentSource.ai else None

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from connectors.ffmpeg import EvenSize
+from connectors.video.protocol import Tuning
 from storage.errors import BadInput, Permanent
 from storage.paths import safe_component
 from storage.storyboard import Camera
@@ -74,6 +75,10 @@ class TemplateConfig(BaseModel):
     logo: LogoConfig | None = None
     subtitles: SubtitleConfig = Field(default_factory=SubtitleConfig)
     narration: NarrationConfig = Field(default_factory=NarrationConfig)
+    # [diffusion] steps / num_frames / guidance_scale: this template's AI shots, over the settings.
+    diffusion: Tuning = Field(default_factory=Tuning)
+    # Added to every shot's seed: another value gives every video of the template other takes.
+    seed: int = Field(default=0, ge=0)
     prompt_file: str = "storyboard_prompt.md"
     folder: Path
 

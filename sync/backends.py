@@ -41,6 +41,8 @@ def generators(settings: Settings) -> dict[str, SegmentGenerator]:
             device=settings.diffusers_device, cpu_offload=settings.diffusers_cpu_offload,
             vae_tiling=settings.diffusers_vae_tiling, steps=settings.diffusers_steps,
             num_frames=settings.diffusers_num_frames, model_fps=settings.diffusers_model_fps,
+            guidance_scale=settings.diffusers_guidance_scale, seed=settings.diffusers_seed,
+            max_pixels=settings.diffusers_max_pixels,
         )
     if settings.video_api_base_url:
         from connectors.video.http_api import HttpVideoGenerator

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     diffusers_steps: int = Field(default=25, alias="DIFFUSERS_STEPS", ge=1)
     diffusers_num_frames: int | None = Field(default=None, alias="DIFFUSERS_NUM_FRAMES")
     diffusers_model_fps: int | None = Field(default=None, alias="DIFFUSERS_MODEL_FPS")
+    diffusers_guidance_scale: float | None = Field(default=None, alias="DIFFUSERS_GUIDANCE_SCALE", ge=0)
+    diffusers_seed: int = Field(default=0, alias="DIFFUSERS_SEED", ge=0)
+    diffusers_max_pixels: int | None = Field(default=None, alias="DIFFUSERS_MAX_PIXELS", ge=64 * 64)
 
     # A remote image-to-video API (submit, poll, download).
     video_api_base_url: str = Field(default="", alias="VIDEO_API_BASE_URL")

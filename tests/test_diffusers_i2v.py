@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="the diffusers backend needs the optional gpu extra (torch)")
@@ -27,10 +28,17 @@ from connectors.video.diffusers_i2v import (
     frame_indices,
     generation_size,
 )
-from connectors.video.protocol import SegmentRequest
+from connectors.video.kenburns import KenBurnsGenerator
+from connectors.video.protocol import SegmentRequest, Tuning
 from pipeline.frames import extract_first_last
+from pipeline.segments import generate_segments
+from pipeline.templates import TemplateLibrary
 from storage.errors import Permanent, Transient
-from storage.storyboard import Shot
+from storage.models import SegmentSource
+from storage.paths import ProjectPaths
+from storage.storyboard import Shot, Storyboard
+from sync import backends
+from sync.settings import Settings
 
 W, H, FPS = 160, 288, 12
 TINY_PIXELS = 48 * 88  # generate tiny frames; conform_filter scales them to W x H
@@ -190,6 +198,41 @@ def test_two_chained_shots_load_the_model_once(tiny_model, tmp_path):
     assert not list(tmp_path.glob(".*partial*"))
 
 
+def pictures(video: Path) -> list[np.ndarray]:
+    """Decoded frames (grey), and how many distinct pictures they show: a held model frame
+    re-encoded by x264 differs from its copy by compression noise only, a new one by far more."""
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-i", str(video), "-f", "rawvideo", "-pix_fmt", "gray",
+                          "-"], capture_output=True, check=True).stdout
+    return list(np.frombuffer(raw, np.uint8).reshape(-1, H, W).astype(np.int16))
+
+
+def distinct(frames: list[np.ndarray]) -> int:
+    return 1 + sum(np.abs(b - a).mean() > 2 for a, b in zip(frames, frames[1:]))
+
+
+def same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+    return len(a) == len(b) and all(np.abs(x - y).mean() < 0.5 for x, y in zip(a, b))
+
+
+def test_template_tuning_and_seeds_shape_the_film(tiny_model, tmp_path):
+    """DIFFUSERS_SEED and a template's [diffusion] settings change what is generated, and the
+    same inputs give the same film."""
+    image = make_image(tmp_path / "open.png")
+    gen = tiny_generator(tiny_model)  # num_frames=4 from the settings
+
+    def film(name: str, generator: DiffusersGenerator = gen, **changes) -> list[np.ndarray]:
+        req = request(image, tmp_path / f"{name}.mp4", 0).model_copy(update=changes)
+        generator.generate(req)
+        return pictures(req.out)
+
+    base = film("base")
+    assert len(base) == round(1.0 * FPS) and distinct(base) == 4  # 4 model frames held over 12
+    assert same(film("again"), base)
+    assert distinct(film("two", tuning=Tuning(num_frames=2))) == 2  # the template asks for fewer
+    assert not same(film("take", seed=1000), base)
+    assert not same(film("other-seed", tiny_generator(tiny_model, seed=5)), base)
+
+
 def test_named_pipeline_class_loads_too(tiny_model):
     gen = tiny_generator(tiny_model, pipeline_class="StableVideoDiffusionPipeline")
     assert type(gen.load()).__name__ == "StableVideoDiffusionPipeline"
@@ -275,3 +318,44 @@ def test_frame_indices_stretch_or_hold():
     assert frame_indices(14, 1, None, 24) == [0]
     assert frame_indices(3, 6, 12, 24) == [0, 0, 1, 1, 2, 2]  # natural speed
     assert frame_indices(2, 6, 12, 24) == [0, 0, 1, 1, 1, 1]  # then hold the last frame
+
+
+def test_settings_reach_the_generator(tiny_model, tmp_path):
+    """The DIFFUSERS_* settings build the same generator the tests build by hand."""
+    settings = Settings(DIFFUSERS_MODEL_DIR=tiny_model, DIFFUSERS_DTYPE="float32", DIFFUSERS_DEVICE="cpu",
+                        DIFFUSERS_STEPS=2, DIFFUSERS_NUM_FRAMES=4, DIFFUSERS_GUIDANCE_SCALE=1.0, DIFFUSERS_SEED=5,
+                        DIFFUSERS_MAX_PIXELS=TINY_PIXELS)
+    image = make_image(tmp_path / "open.png")
+    films = []
+    for name, gen in (("settings", backends.generators(settings)["diffusers"]),
+                      ("by-hand", tiny_generator(tiny_model, seed=5))):
+        req = request(image, tmp_path / f"{name}.mp4", 0)
+        with single_threaded_torch():
+            gen.generate(req)
+        films.append(pictures(req.out))
+    assert same(*films)
+
+
+def test_a_template_sets_seed_and_diffusion_for_its_shots(tmp_path):
+    folder = tmp_path / "templates" / "tuned"
+    folder.mkdir(parents=True)
+    (folder / "template.toml").write_text('name = "t"\nseed = 7\n\n[diffusion]\nsteps = 3\nnum_frames = 2\n',
+                                          encoding="utf-8")
+    template = TemplateLibrary(tmp_path / "templates").get("tuned")
+    asked: list[SegmentRequest] = []
+
+    class Recording:  # the generator protocol, keeping what it was asked for
+        name = "recording"
+
+        def generate(self, req: SegmentRequest) -> None:
+            asked.append(req)
+            KenBurnsGenerator().generate(req)
+
+    board = Storyboard(shots=[Shot(index=i, prompt="p", duration=0.25) for i in range(2)])
+    paths = ProjectPaths.of(tmp_path / "data", None, "tuned", "p1")
+    paths.make_dirs()
+    make_image(paths.opening_image)
+    generate_segments(board, paths, template, [SegmentSource.ai] * 2, lambda k, s: Recording(), set(),
+                      lambda k: None, lambda r: None, seed=1000)
+    assert [(r.seed, r.tuning) for r in asked] == [(1007, Tuning(steps=3, num_frames=2)),
+                                                  (1008, Tuning(steps=3, num_frames=2))]

@@ -135,9 +135,12 @@ class DiffusersGenerator:
         import torch
 
         # A CPU generator gives the same noise on any device, so a seed reproduces across hosts.
+        tuning = req.tuning
+        num_frames = tuning.num_frames or self.num_frames
+        guidance = tuning.guidance_scale if tuning.guidance_scale is not None else self.guidance_scale
         kwargs: dict[str, Any] = {
             "image": image,
-            "num_inference_steps": self.steps,
+            "num_inference_steps": tuning.steps or self.steps,
             "generator": torch.Generator(device="cpu").manual_seed(self.seed + req.seed),
             "output_type": "np",
         }
@@ -145,15 +148,15 @@ class DiffusersGenerator:
             kwargs["width"], kwargs["height"] = size
         if "prompt" in params:
             kwargs["prompt"] = req.shot.prompt
-        if self.num_frames is not None and "num_frames" in params:
-            kwargs["num_frames"] = self.num_frames
+        if num_frames is not None and "num_frames" in params:
+            kwargs["num_frames"] = num_frames
         if self.model_fps is not None:
             kwargs.update({p: self.model_fps for p in FPS_PARAMS if p in params})
-        if self.guidance_scale is not None:
+        if guidance is not None:
             # SVD ramps guidance from min to max over the frames; the others take one value.
             key = "guidance_scale" if "guidance_scale" in params else "max_guidance_scale"
             if key in params:
-                kwargs[key] = self.guidance_scale
+                kwargs[key] = guidance
         if "decode_chunk_size" in params and params["decode_chunk_size"].default is None:
             kwargs["decode_chunk_size"] = DECODE_CHUNK
         return kwargs

@@ -11,6 +11,16 @@ from connectors.ffmpeg import EvenSize
 from storage.storyboard import Shot
 
 
+class Tuning(BaseModel):
+    """A template's generation settings; each one set replaces the backend's own for its shots."""
+
+    model_config = ConfigDict(frozen=True)
+
+    steps: int | None = Field(default=None, ge=1, le=200)
+    num_frames: int | None = Field(default=None, ge=1, le=1000)
+    guidance_scale: float | None = Field(default=None, ge=0, le=50)
+
+
 class SegmentRequest(BaseModel):
     """One shot to render: start from `image`, move per `shot`, write `out` in the shared format."""
 
@@ -23,6 +33,7 @@ class SegmentRequest(BaseModel):
     fps: int = Field(ge=1, le=60)
     out: Path
     seed: int = 0
+    tuning: Tuning = Tuning()
 
     @property
     def frame_count(self) -> int:
