@@ -57,7 +57,8 @@ class FunAsrTranscriber:
             raise NotFound(f"要识别的音频不存在：{audio}")
         model = self._loaded()
         try:
-            result = model.generate(input=str(audio), batch_size_s=self.batch_size_s, sentence_timestamp=True)
+            result = model.generate(input=str(audio), batch_size_s=self.batch_size_s, sentence_timestamp=True,
+                                    disable_pbar=True)
         except Exception as e:  # the vendor boundary: torch/funasr raise anything
             raise _from_generate_error(e) from e
         return cues_from_funasr(result)
@@ -73,7 +74,9 @@ class FunAsrTranscriber:
             from funasr import AutoModel  # optional dependency: the gpu extra
         except ImportError as e:
             raise Permanent(f"FunASR is not installed; {GPU_EXTRA_HINT}") from e
-        kwargs: dict[str, Any] = {"model": str(self.model_dir), "device": self.device, "disable_update": True}
+        # No version check (a network call) and no progress bars in the worker's log.
+        kwargs: dict[str, Any] = {"model": str(self.model_dir), "device": self.device, "disable_update": True,
+                                  "disable_pbar": True}
         if self.vad_model_dir:
             kwargs["vad_model"] = str(self.vad_model_dir)
         if self.punc_model_dir:

@@ -169,8 +169,10 @@ def test_model_loads_once_from_local_dirs(model_dirs, audio, monkeypatch):
     assert loads == [{
         "model": str(model_dirs["paraformer"].resolve()), "vad_model": str(model_dirs["vad"].resolve()),
         "punc_model": str(model_dirs["punc"].resolve()), "device": "cuda:0", "disable_update": True,
+        "disable_pbar": True,
     }]
-    assert generates == [{"input": str(audio), "batch_size_s": 120, "sentence_timestamp": True}] * 2
+    assert generates == [{"input": str(audio), "batch_size_s": 120, "sentence_timestamp": True,
+                          "disable_pbar": True}] * 2
     assert first == second == cues_from_funasr(SENTENCE_INFO_RESULT)
 
 
