@@ -42,7 +42,7 @@ from sync.messages import announcement
 from sync.rows import ImageRef
 
 log = logging.getLogger(__name__)
-TAKE_SEED_STRIDE = 1000  # seeds of take t are 1000t + shot index: takes never share a seed
+TAKE_SEED_STRIDE = 1000  # take t seeds its shots at template seed + 1000t + index: takes never share a seed
 
 MAX_IMAGE_PIXELS = 50_000_000  # beyond this, decoding one frame can take gigabytes of memory
 RESTING = (ProjectState.storyboard_ready, ProjectState.segments_ready)
