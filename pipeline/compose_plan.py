@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -113,11 +114,16 @@ class ComposeSpec(BaseModel):
 
     def shot_starts(self) -> list[float]:
         """When each segment starts on the final timeline: where narration and cues must go."""
-        starts, t = [], 0.0
-        for d in self.durations:
-            starts.append(t)
-            t += d - self.overlap
-        return starts
+        return shot_starts(self.durations, self.overlap)
+
+
+def shot_starts(durations: Sequence[float], overlap: float = 0.0) -> list[float]:
+    """Where each shot begins on the final timeline when joins overlap by `overlap` seconds."""
+    starts, t = [], 0.0
+    for d in durations:
+        starts.append(t)
+        t += d - overlap
+    return starts
 
 
 def whole_frames(seconds: float, fps: int) -> float:

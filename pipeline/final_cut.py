@@ -8,9 +8,8 @@ from pathlib import Path
 from connectors.asr import Transcriber
 from connectors.tts import Speech
 from pipeline import compose
-from pipeline.compose_plan import ComposeSpec, LogoSpec, SubtitleSpec, max_transition, whole_frames
+from pipeline.compose_plan import ComposeSpec, LogoSpec, SubtitleSpec, max_transition, shot_starts, whole_frames
 from pipeline.narration import narrate
-from pipeline.segments import shot_starts
 from pipeline.subtitles import write_srt
 from pipeline.templates import TemplateConfig
 from storage.storyboard import Storyboard

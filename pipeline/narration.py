@@ -20,7 +20,7 @@ from connectors.tts import Speech, audio_seconds, decode_audio
 from pipeline.subtitles import Cue, write_srt
 from storage.atomic import temp_path_for
 
-__all__ = ["Narration", "narrate", "shot_starts", "split_sentences", "write_srt"]
+__all__ = ["Narration", "narrate", "split_sentences", "write_srt"]
 
 # A sentence runs up to and including its end punctuation and any closing quotes after it.
 _SENTENCE = re.compile(r"[^。！？!?；;\n]+[。！？!?；;]*[”’\"'」』）)]*")
@@ -33,15 +33,6 @@ class Narration(BaseModel):
     duration: float  # end of the last cue, seconds
     cues: list[Cue]
     pushed: dict[int, float]  # shot index -> seconds its narration starts after the shot does
-
-
-def shot_starts(durations: Sequence[float]) -> list[float]:
-    """Start time of each shot when shots play back to back."""
-    starts, t = [], 0.0
-    for d in durations:
-        starts.append(t)
-        t += d
-    return starts
 
 
 def split_sentences(text: str) -> list[str]:

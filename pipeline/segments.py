@@ -72,12 +72,3 @@ def _ensure_frames(paths: ProjectPaths, k: int) -> None:
     """A finished segment whose frames were cleaned up still has to seed the next shot."""
     if not (paths.first_frame(k).is_file() and paths.last_frame(k).is_file()):
         frames.extract_first_last(paths.segment(k), paths.first_frame(k), paths.last_frame(k))
-
-
-def shot_starts(durations: list[float], overlap: float) -> list[float]:
-    """Where each shot begins on the final timeline when joins overlap by `overlap` seconds."""
-    starts, t = [], 0.0
-    for d in durations:
-        starts.append(t)
-        t += d - overlap
-    return starts

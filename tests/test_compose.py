@@ -22,8 +22,8 @@ from pipeline.compose_plan import (
     filter_arg,
     max_transition,
     needs_reencode,
+    shot_starts,
 )
-from pipeline.segments import shot_starts
 from pipeline.templates import TemplateLibrary, bundled_templates_dir
 from storage.errors import MediaError
 from storage.storyboard import Shot, Storyboard

@@ -8,7 +8,8 @@ import pytest
 from pydub import AudioSegment
 
 from connectors.tts import OpenAISpeech
-from pipeline.narration import narrate, shot_starts, split_sentences, write_srt
+from pipeline.compose_plan import shot_starts
+from pipeline.narration import narrate, split_sentences, write_srt
 from pipeline.subtitles import Cue, srt_time, to_srt
 from storage.errors import AuthFailed, BadInput, RateLimited
 
