@@ -63,9 +63,8 @@ def add_missing_columns(conn: Connection) -> None:
         if not present.has_table(table.name):
             continue
         have = {c["name"] for c in present.get_columns(table.name)}
-        for column in table.columns:
-            if column.name in have:
-                continue
+        missing = [column for column in table.columns if column.name not in have]
+        for column in missing:
             if isinstance(column.type, SchemaType):  # a Postgres enum type must exist first
                 column.type.create(conn, checkfirst=True)
             value, constant = _model_default(table.name, column.name)
@@ -77,7 +76,7 @@ def add_missing_columns(conn: Connection) -> None:
             if literal is None and value is not None:
                 conn.execute(table.update().values({column.name: value}))
             log.info("database column added table=%s column=%s", table.name, column.name)
-        for index in table.indexes:
+        for index in table.indexes if missing else ():  # an index on a column just added
             index.create(conn, checkfirst=True)
 
 
