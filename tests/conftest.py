@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import http.server
+import json
 import os
+import subprocess
 import threading
 from pathlib import Path
 
@@ -72,6 +74,16 @@ class Sheet:
 
     def app(self) -> App:
         return App(self.settings, make_table(self.settings))
+
+
+def stream_info(video: Path) -> dict:
+    """The first video stream as ffprobe sees it, frames counted by decoding."""
+    done = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+         "stream=codec_name,pix_fmt,width,height,nb_read_frames", "-of", "json", str(video)],
+        capture_output=True, check=True,
+    )
+    return json.loads(done.stdout)["streams"][0]
 
 
 @pytest.fixture

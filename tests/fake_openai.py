@@ -12,22 +12,15 @@ import subprocess
 import tempfile
 import threading
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-from loopback import LoopbackServer, read_json
+from loopback import LoopbackServer, Scripted, lower_headers, read_json, send
 
 SECONDS_PER_CHAR = 0.05
 MIN_SECONDS = 0.3
 SAMPLE_RATE = 24000
-
-
-@dataclass
-class Scripted:
-    status: int = 200
-    body: dict = field(default_factory=dict)
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -127,17 +120,8 @@ def tone(seconds: float, fmt: str = "mp3") -> bytes:
 
 class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
-        body = read_json(self)
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        scripted, raw, ctype = self.server.fake.handle(self.path, body, headers)  # type: ignore[attr-defined]
-        payload = raw if raw is not None else json.dumps(scripted.body, ensure_ascii=False).encode("utf-8")
-        self.send_response(scripted.status)
-        self.send_header("content-type", ctype or "application/json")
-        self.send_header("content-length", str(len(payload)))
-        for name, value in scripted.headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(payload)
+        scripted, raw, ctype = self.server.fake.handle(self.path, read_json(self), lower_headers(self))  # type: ignore[attr-defined]
+        send(self, scripted, raw, ctype)
 
     def log_message(self, *args) -> None:
         pass

@@ -9,23 +9,15 @@ the server behaves normally. Loopback only, port 0; use it as a context manager.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import tempfile
 import threading
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-from loopback import LoopbackServer, read_json
-
-
-@dataclass
-class Scripted:
-    status: int = 200
-    body: dict = field(default_factory=dict)
-    headers: dict[str, str] = field(default_factory=dict)
+from loopback import LoopbackServer, Scripted, lower_headers, read_json, send
 
 
 def error_reply(status: int, message: str = "fake error", retry_after: str | None = None) -> Scripted:
@@ -155,27 +147,16 @@ def lavfi_video(seconds: float, size: tuple[int, int], fps: int) -> bytes:
 
 class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
-        body = read_json(self)
-        self._reply(*self._fake().handle("POST", self.path, body, self._lower_headers()))
+        self._reply(*self._fake().handle("POST", self.path, read_json(self), lower_headers(self)))
 
     def do_GET(self) -> None:
-        self._reply(*self._fake().handle("GET", self.path, {}, self._lower_headers()))
+        self._reply(*self._fake().handle("GET", self.path, {}, lower_headers(self)))
 
     def _fake(self) -> FakeVideoAPI:
         return self.server.fake  # type: ignore[attr-defined]
 
-    def _lower_headers(self) -> dict[str, str]:
-        return {k.lower(): v for k, v in self.headers.items()}
-
     def _reply(self, scripted: Scripted, raw: bytes | None) -> None:
-        payload = raw if raw is not None else json.dumps(scripted.body).encode("utf-8")
-        self.send_response(scripted.status)
-        self.send_header("content-type", "video/mp4" if raw is not None else "application/json")
-        self.send_header("content-length", str(len(payload)))
-        for name, value in scripted.headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(payload)
+        send(self, scripted, raw, "video/mp4" if raw is not None else "")
 
     def log_message(self, *args) -> None:
         pass

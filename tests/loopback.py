@@ -5,8 +5,18 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Self
+
+
+@dataclass
+class Scripted:
+    """One reply a fake gives: status, JSON body, extra headers."""
+
+    status: int = 200
+    body: dict = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class LoopbackServer:
@@ -36,3 +46,20 @@ def read_json(handler: BaseHTTPRequestHandler) -> dict:
         return json.loads(handler.rfile.read(length) or b"{}")
     except ValueError:
         return {}
+
+
+def lower_headers(handler: BaseHTTPRequestHandler) -> dict[str, str]:
+    return {k.lower(): v for k, v in handler.headers.items()}
+
+
+def send(handler: BaseHTTPRequestHandler, scripted: Scripted, raw: bytes | None = None,
+         content_type: str = "") -> None:
+    """Write `scripted` as the response: `raw` bytes when given, else its body as JSON."""
+    payload = raw if raw is not None else json.dumps(scripted.body, ensure_ascii=False).encode("utf-8")
+    handler.send_response(scripted.status)
+    handler.send_header("content-type", content_type or "application/json")
+    handler.send_header("content-length", str(len(payload)))
+    for name, value in scripted.headers.items():
+        handler.send_header(name, value)
+    handler.end_headers()
+    handler.wfile.write(payload)

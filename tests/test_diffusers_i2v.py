@@ -40,6 +40,8 @@ from storage.storyboard import Shot, Storyboard
 from sync import backends
 from sync.settings import Settings
 
+from conftest import stream_info
+
 W, H, FPS = 160, 288, 12
 TINY_PIXELS = 48 * 88  # generate tiny frames; conform_filter scales them to W x H
 
@@ -159,15 +161,6 @@ def make_image(out: Path, source: str = "testsrc2=s=320x240") -> Path:
     subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i", source,
                     "-frames:v", "1", str(out)], check=True)
     return out
-
-
-def stream_info(video: Path) -> dict:
-    done = subprocess.run(
-        ["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
-         "stream=codec_name,pix_fmt,width,height,nb_read_frames", "-of", "json", str(video)],
-        capture_output=True, check=True,
-    )
-    return json.loads(done.stdout)["streams"][0]
 
 
 def request(image: Path, out: Path, index: int, duration: float = 1.0) -> SegmentRequest:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import subprocess
 from pathlib import Path
 
@@ -21,7 +20,9 @@ from storage.errors import (
 )
 from storage.storyboard import Shot
 
-from fake_video_api import FakeVideoAPI, Scripted, error_reply
+from conftest import stream_info
+from fake_video_api import FakeVideoAPI, error_reply
+from loopback import Scripted
 
 W, H, FPS = 160, 288, 12
 KEY = "vk-fake-test-key"
@@ -70,15 +71,6 @@ def generator(api: FakeVideoAPI, fake_time: FakeTime, **overrides) -> HttpVideoG
 def request(image: Path, out: Path, duration: float = 1.0) -> SegmentRequest:
     shot = Shot(index=0, prompt="waves roll onto the beach", duration=duration)
     return SegmentRequest(image=image, shot=shot, width=W, height=H, fps=FPS, out=out, seed=42)
-
-
-def stream_info(video: Path) -> dict:
-    done = subprocess.run(
-        ["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
-         "stream=codec_name,pix_fmt,width,height,nb_read_frames", "-of", "json", str(video)],
-        capture_output=True, check=True,
-    )
-    return json.loads(done.stdout)["streams"][0]
 
 
 def assert_segment(req: SegmentRequest) -> None:
