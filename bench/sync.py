@@ -77,12 +77,12 @@ def write_back(app: App, emu: Emulator, table, cols) -> None:
     for i, p in enumerate(projects):
         video = final.with_name(f"final_{i}.mp4")
         video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + i.to_bytes(4, "big") * 64)
-        p.state, p.progress, p.progress_text = ProjectState.completed, 100, "已完成"
-        p.final_url = f"https://example.com/{p.id}/final.mp4"
         sheet = sheet_view.render(p, [], cols, app.clock(), {cols.final_video: [str(video)]})
-        app.store.save(p, sheet=sheet)
+        sheet.fields |= {cols.status: ProjectState.completed.label, cols.progress: "100% 已完成",
+                         cols.final_url: {"text": "成片", "link": f"https://example.com/{p.id}/final.mp4"}}
+        app.stores.outbox.add(p, sheet)
         updates.append((p.record_id, {k: v for k, v in sheet.fields.items() if v is not None}, video))
-    ours_calls, ours_secs, detail = measure(emu, app.flusher.flush)
+    ours_calls, ours_secs, detail = measure(emu, app.writer.flusher.flush)
     batch_calls = detail.get("records.batch_update", 0)
     uploads = detail.get("media.upload_all", 0)
 

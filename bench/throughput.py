@@ -21,12 +21,12 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)
 from bench.common import APP_ID, ASSETS, SECRET, bench_table  # noqa: E402
 from connectors.feishu.emulator import Emulator  # noqa: E402
 from connectors.video.kenburns import KenBurnsGenerator  # noqa: E402
-from connectors.video.protocol import SegmentRequest  # noqa: E402
+from connectors.video.protocol import SegmentRequest, SharedGenerator  # noqa: E402
 from storage.models import ProjectState  # noqa: E402
 from sync.app import App, make_table  # noqa: E402
 
 
-class SimulatedGpu:
+class SimulatedGpu(SharedGenerator):
     """Stands in for image-to-video inference: the slot is held while 'the GPU' works, then the
     frames are written (here: a pre-rendered clip copied), as the diffusers backend does."""
 

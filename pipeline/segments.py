@@ -24,6 +24,7 @@ class SegmentResult:
     backend: str
     source: SegmentSource
     drift: float | None  # colour distance of the last frame to the opening image (AI shots)
+    clip: str | None = None  # the library clip a stock shot was cut from
 
 
 def generate_segments(
@@ -47,7 +48,7 @@ def generate_segments(
         else:
             on_start(k)
             generator = generator_for(k, source)
-            generator.generate(
+            clip = generator.generate(
                 SegmentRequest(image=seed_frame, shot=shot, width=template.width, height=template.height,
                                fps=template.fps, out=paths.segment(k), seed=template.seed + seed + k,
                                tuning=template.diffusion)
@@ -55,7 +56,7 @@ def generate_segments(
             frames.extract_first_last(paths.segment(k), paths.first_frame(k), paths.last_frame(k))
             distance = _guard_drift(paths, k, template.drift_threshold) if source == SegmentSource.ai else None
             duration = ffmpeg.probe(paths.segment(k)).duration
-            on_done(SegmentResult(k, duration, generator.name, source, distance))
+            on_done(SegmentResult(k, duration, generator.name, source, distance, clip))
         if source == SegmentSource.ai:
             seed_frame = paths.seed_frame(k) if paths.seed_frame(k).is_file() else paths.last_frame(k)
 

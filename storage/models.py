@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import UTC, date, datetime
 
-from sqlalchemy import Column, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import Column, Integer, String, Text, TypeDecorator, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -48,14 +48,6 @@ class ProjectState(str, enum.Enum):
     def label(self) -> str:
         return STATE_LABELS[self]
 
-    @property
-    def is_running(self) -> bool:
-        return self in RUNNING_STATES
-
-    @property
-    def is_final(self) -> bool:
-        return self in (ProjectState.completed, ProjectState.failed, ProjectState.cancelled)
-
 
 STATE_LABELS = {
     ProjectState.pending: "待处理",
@@ -68,13 +60,7 @@ STATE_LABELS = {
     ProjectState.failed: "失败",
     ProjectState.cancelled: "已取消",
 }
-RUNNING_STATES = frozenset({ProjectState.storyboarding, ProjectState.generating, ProjectState.composing})
-# Where a running stage falls back to when its process dies: the last stage whose outputs are complete.
-RESUME_FROM = {
-    ProjectState.storyboarding: ProjectState.pending,
-    ProjectState.generating: ProjectState.storyboard_ready,
-    ProjectState.composing: ProjectState.segments_ready,
-}
+# Which sets of states mean what, and every move between them, live in sync/lifecycle.py.
 
 
 class Mode(str, enum.Enum):
@@ -94,8 +80,22 @@ class SegmentSource(str, enum.Enum):
     stock = "stock"
 
 
+class StepOutcome(str, enum.Enum):
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+    interrupted = "interrupted"  # SIGTERM: checkpointed, resumes on the next start
+    crashed = "crashed"  # the process died mid-step; closed by whoever resumed it
+
+
+# Optimistic concurrency: every UPDATE says WHERE version = <the version read> and bumps it, so a
+# save from a stale copy fails (StaleDataError) in any process on any host instead of overwriting.
+_PROJECT_VERSION = Column("version", Integer, nullable=False, server_default="1")
+
+
 class Project(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("table_id", "record_id", name="uq_project_row"),)
+    __mapper_args__ = {"version_id_col": _PROJECT_VERSION}
 
     id: str = Field(primary_key=True)
     table_id: str = Field(index=True)
@@ -129,6 +129,10 @@ class Project(SQLModel, table=True):
     # Times 重做第N段 was asked for: part of every generation seed, so a redo is a new take
     # rather than the same video again, while a crash-resume still reproduces the current one.
     takes: int = 0
+    # Times a worker found this project mid-step with nobody holding it (its process died): a row
+    # that kills the worker (out of memory, a segfaulting model) must not crash-loop the service.
+    crash_resumes: int = 0
+    version: int = Field(default=1, sa_column=_PROJECT_VERSION)
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(AwareDateTime, nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(AwareDateTime, nullable=False))
 
@@ -155,6 +159,7 @@ class StepRun(SQLModel, table=True):
     started_at: datetime = Field(default_factory=utcnow, sa_column=Column(AwareDateTime, nullable=False))
     ended_at: datetime | None = Field(default=None, sa_column=Column(AwareDateTime))
     ok: bool | None = None
+    outcome: StepOutcome | None = None
     error: str | None = Field(default=None, sa_column=Column(Text))
 
 
@@ -210,5 +215,6 @@ class Notification(SQLModel, table=True):
     body: str = Field(default="", sa_column=Column(Text))
     sent_at: datetime | None = Field(default=None, sa_column=Column(AwareDateTime))
     attempts: int = 0
+    next_attempt_at: datetime | None = Field(default=None, sa_column=Column(AwareDateTime))
     last_error: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(AwareDateTime, nullable=False))

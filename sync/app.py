@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,18 +14,21 @@ from connectors.feishu.lark_client import LarkBitable, make_lark_client
 from connectors.feishu.messenger import LarkMessenger, WebhookMessenger
 from connectors.feishu.protocol import BitableClient, Messenger
 from connectors.fetch import ImageFetcher
+from pipeline.publish import Publisher
 from pipeline.templates import TemplateLibrary, bundled_templates_dir
 from storage import atomic
 from storage.db import make_engine
 from storage.locks import ProjectLocks
-from storage.repo import ProjectStore
-from sync import backends
+from storage.stores import Stores
+from sync import backends, lifecycle
+from sync.lifecycle import Lifecycle
 from sync.notify import Notifier
-from sync.outbox import OutboxFlusher
+from sync.outbox import OutboxFlusher, TableWriter
 from sync.poller import Poller
 from sync.rows import ImageRef
 from sync.runner import ProjectRunner, RunnerDeps
 from sync.settings import Settings
+from sync.sheet_view import SheetSide
 from sync.workers import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -60,15 +62,43 @@ def template_library(settings: Settings) -> TemplateLibrary:
     return TemplateLibrary(*[r for r in (settings.templates_dir, bundled_templates_dir()) if r])
 
 
-def make_store(settings: Settings) -> ProjectStore:
+def make_stores(settings: Settings) -> Stores:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return ProjectStore(make_engine(settings.db_url), settings.data_dir)
+    return Stores.open(make_engine(settings.db_url), settings.data_dir)
+
+
+def make_locks(settings: Settings) -> ProjectLocks:
+    return ProjectLocks(settings.data_dir / "locks")
+
+
+def make_lifecycle(settings: Settings, stores: Stores, clock: Callable[[], datetime] = utc_clock) -> Lifecycle:
+    """Project changes, with the sheet side subscribed: each outcome writes its row and chat."""
+    return Lifecycle(stores.projects, SheetSide(stores.projects, settings.columns, clock, settings.feishu_sheet_url))
+
+
+def make_writer(settings: Settings, stores: Stores, table: BitableClient, life: Lifecycle,
+                clock: Callable[[], datetime] = utc_clock) -> TableWriter:
+    """The table's one sender of sheet writes and chat messages, for `run`, `once` and repairs alike."""
+
+    def refused(project_id: str, message: str) -> None:
+        # No lock needed: the versioned commit applies this to whatever the project is by now.
+        try:
+            life.commit(project_id, lambda q: lifecycle.sheet_refused(q, message))
+        except KeyError:
+            log.warning("sheet write refused for a project that no longer exists project=%s", project_id)
+
+    flusher = OutboxFlusher(stores.outbox, stores.sync, table, clock, settings.sheet_retry(), on_permanent=refused)
+    messenger = make_messenger(settings, table)
+    notifier = Notifier(stores.notes, messenger, clock, settings.sheet_retry()) if messenger else None
+    return TableWriter(make_locks(settings), table.table_id, flusher, stores.outbox, notifier)
 
 
 class App:
     def __init__(self, settings: Settings, table: BitableClient, clock: Callable[[], datetime] = utc_clock):
         self.settings, self.table, self.clock = settings, table, clock
-        self.store = make_store(settings)
+        self.stores = make_stores(settings)
+        self.store = self.stores.projects
+        self.life = make_lifecycle(settings, self.stores, clock)
         self.stopping = threading.Event()
         self.templates = template_library(settings)
         fetcher = ImageFetcher(settings.image_max_bytes, settings.allow_private_urls)
@@ -79,57 +109,39 @@ class App:
             else:
                 fetcher.fetch(ref.url or "", dest)
 
-        self.locks = ProjectLocks(settings.data_dir / "locks")
+        self.locks = make_locks(settings)
         self.runner = ProjectRunner(
             RunnerDeps(
                 store=self.store,
+                life=self.life,
                 locks=self.locks,
                 templates=self.templates,
                 storyboarders=backends.storyboarders(settings),
                 generators=backends.generators(settings),
-                objects=backends.object_store(settings),
+                publisher=Publisher(backends.object_store(settings), settings.data_dir / "projects"),
                 speech=backends.speech(settings),
                 transcriber=backends.transcriber(settings),
                 fetch_image=fetch_image,
-                columns=settings.columns,
                 clock=clock,
                 storyboard_backend=settings.storyboard_backend,
                 segment_backend=settings.segment_backend,
-                max_attempts=settings.max_attempts,
-                retry_base_seconds=settings.retry_base_seconds,
+                retry=settings.step_retry(),
+                max_crash_resumes=settings.max_crash_resumes,
                 gpu_slots=threading.BoundedSemaphore(settings.gpu_slots),
                 stopping=self.stopping,
-                sheet_url=settings.feishu_sheet_url,
             )
         )
-        self.poller = Poller(table, self.store, self.locks, settings.columns, self.templates, settings.tz, clock,
-                             settings.default_template, timedelta(minutes=settings.full_scan_minutes), settings.feishu_sheet_url)
-        self.flusher = OutboxFlusher(
-            self.store, table, clock, backoff_cap=settings.outbox_backoff_cap_seconds, on_permanent=self._sheet_refused
-        )
-        messenger = make_messenger(settings, table)
-        self.notifier = Notifier(self.store, messenger) if messenger else None
+        self.poller = Poller(table, self.stores, self.life, self.locks, settings.columns, self.templates, settings.tz,
+                             clock, settings.default_template, timedelta(minutes=settings.full_scan_minutes))
+        self.writer = make_writer(settings, self.stores, table, self.life, clock)
         self.pool = WorkerPool(self.runner.run, settings.workers)
-
-    def _sheet_refused(self, project_id: str, message: str) -> None:
-        project = self.store.get(project_id)
-        if project is not None:
-            project.error = f"写回表格失败：{message}"
-            self.store.save(project)  # no outbox entry: the same write would be refused again
 
     def tick(self) -> int:
         """Poll once and queue whatever can run. Returns how many projects were queued."""
         return sum(self.pool.submit(pid) for pid in self.poller.poll())
 
     def flush(self) -> None:
-        # One flusher per table across processes: Feishu rejects concurrent writes to a table
-        # (1254291), and two notifiers would announce the same event twice.
-        with self.locks.hold(f"_flush-{self.table.table_id}") as got:
-            if not got:
-                return
-            self.flusher.flush()
-            if self.notifier:
-                self.notifier.flush()
+        self.writer.flush()
 
     def once(self, timeout: float = 3600) -> None:
         """One poll, run everything it found to a resting point, write every result back."""
@@ -138,15 +150,7 @@ class App:
         self.drain_outbox(timeout=min(timeout, 600))
 
     def drain_outbox(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while True:
-            self.flush()
-            if not self.store.outbox_size():
-                return True
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.2)
-
+        return self.writer.drain(timeout)
     def run(self, stop: threading.Event) -> None:
         """Poll and flush on a schedule until `stop` is set, then let running steps finish."""
         scheduler = BackgroundScheduler(timezone=self.settings.tz)

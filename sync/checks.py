@@ -17,7 +17,7 @@ from connectors.feishu.protocol import Record
 from storage import meta
 from storage.errors import MediaError
 from storage.models import Project, ProjectState, Segment, SegmentState
-from storage.repo import ProjectStore
+from storage.projects import ProjectStore
 from sync import sheet_view
 from sync.columns import Columns
 from sync.rows import text_of

@@ -115,12 +115,12 @@ def cmd_demo(args) -> int:
 
 def cmd_status(args) -> int:
     from sync import ops
-    from sync.app import make_store
+    from sync.app import make_stores
     from sync.report import format_detail, format_table, project_detail, project_rows
 
     settings = _settings(args)
     require_db(settings)
-    store = make_store(settings)
+    store = make_stores(settings).projects
     if args.project:
         detail = project_detail(store, args.project)
         if detail is None:

@@ -70,12 +70,12 @@ def add_filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record", default=None, help="Bitable record id")
 
 
-def _store(args):
-    from sync.app import make_store
+def _stores(args):
+    from sync.app import make_stores
 
     settings = load_settings(args.data_dir)
     require_db(settings)
-    return settings, make_store(settings)
+    return settings, make_stores(settings)
 
 
 def _now():
@@ -110,12 +110,13 @@ def cmd_init(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from storage.locks import ProjectLocks
     from sync import ops
+    from sync.app import make_locks
 
-    settings, store = _store(args)
+    settings, stores = _stores(args)
+    store = stores.projects
     projects = ops.select(store, args.state, args.date, args.template, args.record)
-    view = ops.overview(store, ProjectLocks(settings.data_dir / "locks"), _now(), timedelta(minutes=args.stuck_minutes), projects)
+    view = ops.overview(store, stores.outbox, make_locks(settings), _now(), timedelta(minutes=args.stuck_minutes), projects)
     lines = [f"projects: {len(projects)}  " + "  ".join(f"{k}={v}" for k, v in sorted(view.by_state.items())),
              "templates: " + "  ".join(f"{k}={v}" for k, v in sorted(view.by_template.items())),
              f"stuck: {', '.join(view.stuck) or 'none'}",
@@ -128,15 +129,15 @@ def cmd_inspect(args) -> int:
 def cmd_verify(args) -> int:
     from sync import consistency
 
-    settings, store = _store(args)
+    settings, stores = _stores(args)
     with sheet_settings(settings) as live:
         if live is None and not args.no_sheet:
             raise CliError("no sheet configured, so the sheet cannot be compared", "use --no-sheet, or set the FEISHU_* settings")
-        result = consistency.verify(store, None if args.no_sheet else live, args.project)
+        result = consistency.verify(stores.projects, None if args.no_sheet else live, args.project)
         lines = [m.line() for m in result.mismatches]
         fixes = []
         if args.fix and result.mismatches:
-            fixes = consistency.fix(store, live, result.mismatches, dry_run=args.dry_run)
+            fixes = consistency.fix(stores, settings, live, result.mismatches, dry_run=args.dry_run)
             lines += [("plan: " if args.dry_run else "fixed: ") + f for f in fixes]
     lines.append(f"{len(result.checked)} projects checked, {len(result.mismatches)} differences")
     emit({"mismatches": [m.as_dict() for m in result.mismatches], "fixes": fixes, "checked": len(result.checked)},
@@ -147,9 +148,9 @@ def cmd_verify(args) -> int:
 def cmd_compare(args) -> int:
     from sync import consistency
 
-    settings, store = _store(args)
+    settings, stores = _stores(args)
     with sheet_settings(settings) as live:
-        result = consistency.compare_sheet(store, need_sheet(live))
+        result = consistency.compare_sheet(stores.projects, need_sheet(live))
     lines = [m.line() for m in result.mismatches]
     lines += [f"row never seen by the DB: {rid}" for rid in result.unknown_rows]
     lines.append(f"{len(result.checked)} projects compared, {len(result.mismatches)} differences, {len(result.unknown_rows)} unknown rows")
@@ -159,10 +160,10 @@ def cmd_compare(args) -> int:
 
 def cmd_migrate(args) -> int:
     from storage.rebuild import migrate
-    from sync.app import make_store
+    from sync.app import make_locks, make_stores
 
     settings = load_settings(args.data_dir)
-    report = migrate(make_store(settings), args.subtree)
+    report = migrate(make_stores(settings).projects, make_locks(settings), args.subtree)
     lines = [f"restored {len(report.restored)}, updated {len(report.updated)}, unchanged {len(report.unchanged)}, "
              f"conflicts {len(report.conflicts)}"] + [f"conflict: {c}" for c in report.conflicts]
     emit(asdict(report), args.json, "\n".join(lines))
@@ -170,11 +171,12 @@ def cmd_migrate(args) -> int:
 
 
 def cmd_reset(args) -> int:
-    from storage.locks import ProjectLocks
     from sync import ops
+    from sync.app import make_lifecycle, make_locks
 
-    settings, store = _store(args)
-    done = ops.reset_stuck(store, ProjectLocks(settings.data_dir / "locks"), _now(), timedelta(minutes=args.minutes), args.dry_run)
+    settings, stores = _stores(args)
+    done = ops.reset_stuck(make_lifecycle(settings, stores), make_locks(settings), _now(), timedelta(minutes=args.minutes),
+                           args.dry_run)
     emit({"reset": done, "dry_run": args.dry_run}, args.json, "\n".join(done) or "nothing stuck")
     return 0
 
@@ -182,8 +184,8 @@ def cmd_reset(args) -> int:
 def cmd_cleanup(args) -> int:
     from sync import ops
 
-    settings, store = _store(args)
-    items = ops.cleanup_plan(store, _now(), timedelta(days=args.days))
+    settings, stores = _stores(args)
+    items = ops.cleanup_plan(stores.projects, _now(), timedelta(days=args.days))
     if not args.dry_run:
         ops.cleanup(items)
     total = sum(i.size for i in items)
@@ -197,14 +199,14 @@ def cmd_cleanup(args) -> int:
 
 def cmd_health(args) -> int:
     from connectors.feishu.protocol import BitableClient
-    from sync.app import make_store, make_table
+    from sync.app import make_stores, make_table
 
     settings = load_settings(args.data_dir)
     checks: dict[str, tuple[bool, str]] = {}
     try:
-        store = make_store(settings)
-        store.set_watermark("__health__", 0)
-        backlog = store.outbox_size()
+        stores = make_stores(settings)
+        stores.sync.set_watermark("__health__", 0)
+        backlog = stores.outbox.size()
         checks["db"] = (True, "writable")
         checks["outbox"] = (backlog <= args.max_backlog, f"{backlog} pending writes")
     except Exception as e:  # any failure here is exactly what health reports

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from connectors.feishu.protocol import Record
-from storage.repo import ProjectStore
+from storage.projects import ProjectStore
+from storage.stores import Stores
 from sync import repair
 from sync.checks import Mismatch, check_project, check_sheet, meta_without_db
 from sync.settings import Settings
@@ -54,22 +55,20 @@ def compare_sheet(store: ProjectStore, settings: Settings) -> Result:
     return result
 
 
-def fix(store: ProjectStore, settings: Settings | None, mismatches: list[Mismatch], dry_run: bool) -> list[str]:
-    from sync.app import make_table, utc_clock
-    from sync.outbox import OutboxFlusher
+def fix(stores: Stores, settings: Settings, live: Settings | None, mismatches: list[Mismatch], dry_run: bool,
+        drain_seconds: float = 30) -> list[str]:
+    """Repair, then send the sheet writes through the table's one writer (its flush lock and
+    refusal handling), as `run` would."""
+    from sync.app import make_lifecycle, make_locks, make_table, make_writer
 
     if dry_run:
         return [f"{pid}: {step}" for pid, step in repair.plan(mismatches)]
-    cols = settings.columns if settings else _default_columns()
-    done = repair.apply(store, mismatches, cols, utc_clock)
-    if settings is not None and store.outbox_size():
-        flusher = OutboxFlusher(store, make_table(settings), utc_clock)
-        for _ in range(20):
-            flusher.flush()
-            if not store.outbox_size():
-                break
-        left = store.outbox_size()
-        done.append("sheet updated" if not left else f"{left} sheet writes still pending; `sheetreel run` will send them")
+    life = make_lifecycle(live or settings, stores)
+    done = repair.apply(life, make_locks(settings), mismatches)
+    if live is not None and stores.outbox.size():
+        drained = make_writer(live, stores, make_table(live), life).drain(drain_seconds)
+        left = stores.outbox.size()
+        done.append("sheet updated" if drained else f"{left} sheet writes still pending; `sheetreel run` will send them")
     return done
 
 

@@ -15,6 +15,7 @@ from connectors.feishu.emulator import Emulator
 from connectors.feishu.protocol import FieldType
 from storage import atomic
 from storage.paths import safe_component
+from sync import lifecycle
 from sync.app import App, make_table, template_library
 from sync.columns import Columns
 from sync.schema import check_columns, create_missing
@@ -159,8 +160,8 @@ def _watch(app: App, say: Callable[[str], None], timeout: float) -> None:
             if seen.get(p.id) != line:
                 seen[p.id] = line
                 say(f"{datetime.now():%H:%M:%S} {p.record_id} {line}")
-        settled = projects and all(p.state.is_final for p in projects)
-        if settled and app.pool.busy() == 0 and app.store.outbox_size() == 0 and not app.store.notifications_due():
+        settled = projects and all(lifecycle.is_final(p.state) for p in projects)
+        if settled and app.pool.busy() == 0 and app.stores.outbox.size() == 0 and not app.stores.notes.due():
             return
         time.sleep(0.3)
     raise TimeoutError(f"demo did not finish within {timeout:.0f}s")

@@ -8,8 +8,8 @@ from datetime import date
 
 from pipeline.templates import TemplateLibrary
 from storage.errors import BadInput
-from storage.models import Project, ProjectState
-from storage.repo import ProjectStore
+from storage.models import Project
+from storage.projects import ProjectStore
 from sync import rows
 from sync.rows import RowInput
 
@@ -46,12 +46,10 @@ def apply_inputs(p: Project, row: RowInput, templates: TemplateLibrary, tz, toda
     return problems
 
 
-def reset_for_new_inputs(store: ProjectStore, p: Project) -> None:
-    """The user changed an input: everything made from the old inputs is stale."""
+def remove_outputs(store: ProjectStore, p: Project) -> None:
+    """The user changed an input: every file and segment made from the old inputs is stale.
+    (The project's own fields are reset by lifecycle.inputs_changed.)"""
     old_root = store.paths(p).root
     if old_root.is_dir():
         shutil.rmtree(old_root)
     store.delete_segments_from(p.id, 0)
-    p.storyboard_json = p.final_url = p.cover_url = p.final_duration = None
-    p.state = p.last_good = ProjectState.pending
-    p.attempts, p.retry_at, p.error, p.progress, p.progress_text = 0, None, "", 0, ""

@@ -6,10 +6,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from connectors.feishu.protocol import Messenger
 from storage.errors import RateLimited, SheetReelError, Transient
-from storage.repo import ProjectStore
+from storage.notifications import NotificationStore
+from storage.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -17,35 +19,42 @@ log = logging.getLogger(__name__)
 class Notifier:
     def __init__(
         self,
-        store: ProjectStore,
+        notes: NotificationStore,
         messenger: Messenger,
-        max_attempts: int = 5,
+        clock: Callable[[], datetime],
+        retry: RetryPolicy,
         min_interval: float = 0.25,
         sleep: Callable[[float], None] = time.sleep,
     ):
-        self.store, self.messenger = store, messenger
-        self.max_attempts, self.min_interval, self.sleep = max_attempts, min_interval, sleep
+        self.notes, self.messenger, self.clock, self.retry = notes, messenger, clock, retry
+        self.min_interval, self.sleep = min_interval, sleep
         self._lock = threading.Lock()
 
     def flush(self) -> int:
-        """Send what is due. Stops at the first temporary failure; the next flush goes on."""
+        """Send what is due. A temporary failure postpones that message by the retry policy and
+        stops this round (the chat is unavailable); a refused one is tried again up to the
+        policy's attempts, as a refusal can be a passing permission change."""
         sent = 0
         with self._lock:
-            for note in self.store.notifications_due():
-                if note.attempts >= self.max_attempts:
-                    continue
+            for note in self.notes.due(self.clock()):
                 if sent:
                     self.sleep(self.min_interval)  # Feishu allows 5 messages/s per chat
                 try:
                     self.messenger.send_card(note.title, note.body, f"sheetreel-{note.project_id}-{note.id}", failed=note.event == "failed")
                 except (RateLimited, Transient) as e:
-                    self.store.mark_notification(note, str(e))
+                    retry_after = e.retry_after if isinstance(e, RateLimited) else None
+                    self._postpone(note, e, self.retry.delay(note.attempts + 1, retry_after))
                     log.warning("notification postponed project=%s event=%s error=%s", note.project_id, note.event, e)
                     break
                 except SheetReelError as e:
-                    self.store.mark_notification(note, str(e))
+                    wait = self.retry.next_delay(note.attempts + 1)
+                    # Given up on: left unsent with its error, for `inspect-db` to show.
+                    self._postpone(note, e, wait if wait is not None else 10 * 365 * 86400.0)
                     log.error("notification refused project=%s event=%s error=%s", note.project_id, note.event, e)
                     continue
-                self.store.mark_notification(note)
+                self.notes.mark_sent(note)
                 sent += 1
         return sent
+
+    def _postpone(self, note, err: SheetReelError, seconds: float) -> None:
+        self.notes.mark_failed(note, str(err), self.clock() + timedelta(seconds=seconds))

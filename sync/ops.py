@@ -9,8 +9,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from storage.locks import ProjectLocks
-from storage.models import RESUME_FROM, Project, ProjectState
-from storage.repo import ProjectStore
+from storage.models import Project, ProjectState
+from storage.outbox import OutboxStore
+from storage.projects import ProjectStore
+from sync import lifecycle
+from sync.lifecycle import Lifecycle, Refused
 
 
 @dataclass
@@ -40,11 +43,12 @@ def select(store: ProjectStore, state: str | None = None, date: str | None = Non
 
 def stuck(store: ProjectStore, locks: ProjectLocks, now: datetime, idle: timedelta) -> list[Project]:
     """Running work whose lock nobody holds, or that has not moved for `idle`."""
-    return [p for p in store.projects(RESUME_FROM) if locks.is_free(p.id) or now - p.updated_at > idle]
+    return [p for p in store.projects(lifecycle.RUNNING) if locks.is_free(p.id) or now - p.updated_at > idle]
 
 
-def overview(store: ProjectStore, locks: ProjectLocks, now: datetime, idle: timedelta, projects: list[Project]) -> Overview:
-    entries = store.outbox_entries()
+def overview(store: ProjectStore, outbox: OutboxStore, locks: ProjectLocks, now: datetime, idle: timedelta,
+             projects: list[Project]) -> Overview:
+    entries = outbox.entries()
     oldest = min((e.created_at for e in entries), default=None)
     failed = sorted((p for p in projects if p.error), key=lambda p: p.updated_at, reverse=True)[:10]
     return Overview(
@@ -57,19 +61,25 @@ def overview(store: ProjectStore, locks: ProjectLocks, now: datetime, idle: time
     )
 
 
-def reset_stuck(store: ProjectStore, locks: ProjectLocks, now: datetime, idle: timedelta, dry_run: bool) -> list[str]:
+def reset_stuck(life: Lifecycle, locks: ProjectLocks, now: datetime, idle: timedelta, dry_run: bool) -> list[str]:
     done = []
-    for p in stuck(store, locks, now, idle):
-        # Holding the lock while resetting keeps a worker that is merely slow from being overrun.
-        with locks.hold(p.id) as got:
+    for listed in stuck(life.store, locks, now, idle):
+        # Holding the lock while resetting keeps a worker that is merely slow from being overrun;
+        # the project is read again under it, as the worker may have finished since the listing.
+        with locks.hold(listed.id) as got:
             if not got:
-                done.append(f"{p.id}: still held by a live worker; left alone")
+                done.append(f"{listed.id}: still held by a live worker; left alone")
                 continue
-            back = RESUME_FROM[p.state]
-            done.append(f"{p.id}: {p.state.value} -> {back.value}")
+            p = life.store.get(listed.id)
+            if p is None or not lifecycle.is_running(p.state):
+                done.append(f"{listed.id}: no longer running ({p.state.value if p else 'deleted'}); left alone")
+                continue
+            done.append(f"{p.id}: {p.state.value} -> {lifecycle.RESUME_FROM[p.state].value}")
             if not dry_run:
-                p.state, p.progress_text = back, "已重置，等待继续"
-                store.save(p)
+                try:
+                    life.commit(p.id, lifecycle.reset)
+                except Refused:
+                    done[-1] = f"{p.id}: changed meanwhile; left alone"
     return done
 
 

@@ -1,12 +1,17 @@
-"""The outbox flusher: pending row writes, coalesced per record, sent in batches, never lost."""
+"""Sheet write-back: pending row writes, coalesced per record, sent in batches, never lost.
+
+`TableWriter` is the one way anything sends them (and the chat messages): it takes the table's
+flush lock, so two processes never flush one table at once (Feishu refuses concurrent writes,
+1254291, and two flushers could land an older value last and delete the newer one as sent).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -14,8 +19,11 @@ from pathlib import Path
 
 from connectors.feishu.protocol import BitableClient
 from storage.errors import NotFound, Permanent, RateLimited, SheetReelError, Transient
+from storage.locks import ProjectLocks
 from storage.models import OutboxEntry
-from storage.repo import ProjectStore
+from storage.outbox import OutboxStore
+from storage.retry import RetryPolicy
+from storage.sync_state import SyncState
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +38,7 @@ class RowWrite:
     attachments: dict[str, list[str]] = field(default_factory=dict)
     entry_ids: list[int] = field(default_factory=list)
     not_before: datetime | None = None
+    failures: int = 0
 
 
 @dataclass
@@ -46,6 +55,7 @@ def coalesce(entries: list[OutboxEntry]) -> list[RowWrite]:
         row.fields.update(json.loads(e.fields))
         row.attachments.update(json.loads(e.attachments))
         row.entry_ids.append(e.id)
+        row.failures = max(row.failures, e.attempts)
         if e.next_attempt_at and (row.not_before is None or e.next_attempt_at > row.not_before):
             row.not_before = e.next_attempt_at
     return list(rows.values())
@@ -54,20 +64,19 @@ def coalesce(entries: list[OutboxEntry]) -> list[RowWrite]:
 class OutboxFlusher:
     def __init__(
         self,
-        store: ProjectStore,
+        outbox: OutboxStore,
+        uploads: SyncState,
         table: BitableClient,
         clock: Callable[[], datetime],
-        batch_size: int = 500,
-        backoff_cap: float = 300.0,
+        retry: RetryPolicy,
         on_permanent: Callable[[str, str], None] | None = None,
+        batch_size: int = 500,
     ):
-        self.store, self.table, self.clock = store, table, clock
-        self.batch_size, self.backoff_cap = batch_size, backoff_cap
-        self.on_permanent = on_permanent
-        # Feishu rejects concurrent writes to one table (1254291): one flush at a time.
+        self.outbox, self.uploads, self.table, self.clock = outbox, uploads, table, clock
+        self.retry, self.on_permanent, self.batch_size = retry, on_permanent, batch_size
         self._lock = threading.Lock()
         self._known_fields: set[str] | None = None
-        self._failures = 0
+        self._failing = False
 
     def flush(self) -> FlushResult:
         with self._lock:
@@ -75,7 +84,7 @@ class OutboxFlusher:
             now = self.clock()
             # A record waits as a whole: sending its newer entries ahead of a postponed older one
             # would let the older value land last and win.
-            rows = [r for r in coalesce(self.store.outbox_entries()) if r.not_before is None or r.not_before <= now]
+            rows = [r for r in coalesce(self.outbox.entries()) if r.not_before is None or r.not_before <= now]
             for i in range(0, len(rows), self.batch_size):
                 if not self._send(rows[i : i + self.batch_size], result):
                     result.postponed += sum(len(r.entry_ids) for r in rows[i + self.batch_size :])
@@ -99,10 +108,10 @@ class OutboxFlusher:
             self._drop(batch[0], e)
             result.dropped += len(batch[0].entry_ids)
             return True
-        if self._failures:
-            log.info("sheet writes recovered after=%d failures", self._failures)
-            self._failures = 0
-        self.store.outbox_delete([i for row in batch for i in row.entry_ids])
+        if self._failing:
+            log.info("sheet writes recovered")
+            self._failing = False
+        self.outbox.delete([i for row in batch for i in row.entry_ids])
         result.written += len(batch)
         return True
 
@@ -123,25 +132,53 @@ class OutboxFlusher:
     def _upload(self, path: Path) -> str:
         data = path.read_bytes()
         digest = hashlib.sha256(data).hexdigest()
-        token = self.store.uploaded(digest, self.table.app_token)
+        token = self.uploads.uploaded(digest, self.table.app_token)
         if token is None:
             token = self.table.upload_attachment(path, image=path.suffix.lower() in (".jpg", ".jpeg", ".png"))
-            self.store.remember_upload(digest, self.table.app_token, token, len(data))
+            self.uploads.remember_upload(digest, self.table.app_token, token, len(data))
         return token
 
     def _postpone(self, batch: list[RowWrite], err: SheetReelError) -> None:
-        self._failures += 1
-        if self._failures == 1:
+        if not self._failing:
             log.warning("sheet writes failing, will retry error=%s", err)
-        delay = min(self.backoff_cap, 2 ** min(self._failures, 10)) * random.uniform(0.5, 1.0)
-        if isinstance(err, RateLimited) and err.retry_after:
-            delay = max(delay, err.retry_after)
-        when = self.clock() + timedelta(seconds=delay)
-        self.store.outbox_postpone([i for row in batch for i in row.entry_ids], str(err), when)
+        self._failing = True
+        retry_after = err.retry_after if isinstance(err, RateLimited) else None
+        now = self.clock()
+        for row in batch:  # each record backs off on its own count
+            when = now + timedelta(seconds=self.retry.delay(row.failures + 1, retry_after))
+            self.outbox.postpone(row.entry_ids, str(err), when)
 
     def _drop(self, row: RowWrite, err: SheetReelError) -> None:
         log.error("sheet write refused project=%s record=%s error=%s", row.project_id, row.record_id, err)
         self._known_fields = None  # the table may have changed under us
-        self.store.outbox_delete(row.entry_ids)
+        self.outbox.delete(row.entry_ids)
         if self.on_permanent:
             self.on_permanent(row.project_id, str(err))
+
+
+class TableWriter:
+    """Sends a table's pending sheet writes and chat messages, one process at a time."""
+
+    def __init__(self, locks: ProjectLocks, table_id: str, flusher: OutboxFlusher, outbox: OutboxStore, notifier=None):
+        self.locks, self.table_id, self.flusher, self.outbox, self.notifier = locks, table_id, flusher, outbox, notifier
+
+    def flush(self) -> bool:
+        """One round; False when another process is flushing this table right now."""
+        with self.locks.hold(f"_flush-{self.table_id}") as got:
+            if not got:
+                return False
+            self.flusher.flush()
+            if self.notifier is not None:
+                self.notifier.flush()
+            return True
+
+    def drain(self, timeout: float, pause: float = 0.2) -> bool:
+        """Flush until the outbox is empty (True) or `timeout` seconds pass (False)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.flush()
+            if not self.outbox.size():
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(pause)

@@ -11,32 +11,25 @@ from connectors.feishu.protocol import BitableClient, FieldType, Record
 from pipeline.templates import TemplateLibrary
 from storage.errors import BadInput, SheetReelError
 from storage.locks import ProjectLocks
-from storage.models import Mode, Project, ProjectState
-from storage.repo import ProjectStore, SheetUpdate
-from sync import sheet_view
+from storage.models import Project
+from storage.outbox import SheetUpdate
+from storage.stores import Stores
+from sync import lifecycle
 from sync.actions import Actions, parse_action
 from sync.columns import Action, Columns
-from sync.intake import apply_inputs, new_project, reset_for_new_inputs
-from sync.messages import announcement
+from sync.intake import apply_inputs, new_project, remove_outputs
+from sync.lifecycle import Change, Lifecycle
 from sync.rows import RowInput, parse_row
 
 log = logging.getLogger(__name__)
-
-RUNNABLE = (
-    ProjectState.pending,
-    ProjectState.storyboard_ready,
-    ProjectState.segments_ready,
-    ProjectState.storyboarding,
-    ProjectState.generating,
-    ProjectState.composing,
-)
 
 
 class Poller:
     def __init__(
         self,
         table: BitableClient,
-        store: ProjectStore,
+        stores: Stores,
+        life: Lifecycle,
         locks: ProjectLocks,
         columns: Columns,
         templates: TemplateLibrary,
@@ -44,17 +37,17 @@ class Poller:
         clock: Callable[[], datetime],
         default_template: str,
         full_scan_every: timedelta = timedelta(hours=1),
-        sheet_url: str = "",
     ):
-        self.table, self.store, self.locks, self.cols = table, store, locks, columns
+        self.table, self.stores, self.store, self.life = table, stores, stores.projects, life
+        self.locks, self.cols = locks, columns
         self.templates, self.tz, self.clock, self.default_template = templates, tz, clock, default_template
-        self.actions = Actions(store)
-        self.full_scan_every, self.sheet_url = full_scan_every, sheet_url
+        self.actions = Actions(stores.projects)
+        self.full_scan_every = full_scan_every
         self._fields: dict[str, int] | None = None
         self._last_full_scan: datetime | None = None
 
     def poll(self) -> list[str]:
-        watermark = self.store.watermark(self.table.table_id)
+        watermark = self.stores.sync.watermark(self.table.table_id)
         now = self.clock()
         if self._last_full_scan is None or now - self._last_full_scan >= self.full_scan_every:
             # A periodic full read catches anything an incremental read could miss (a row whose
@@ -72,19 +65,12 @@ class Poller:
             if not done:
                 deferred.append(modified)
         # A row we could not handle now (its project is busy) must be read again next time.
-        self.store.set_watermark(self.table.table_id, min([newest, *(m - 1 for m in deferred)]))
+        self.stores.sync.set_watermark(self.table.table_id, min([newest, *(m - 1 for m in deferred)]))
         return self.runnable()
 
     def runnable(self) -> list[str]:
         now = self.clock()
-        out = []
-        for p in self.store.projects(RUNNABLE):
-            if p.retry_at and p.retry_at > now:
-                continue
-            if p.mode == Mode.step and p.state in (ProjectState.storyboard_ready, ProjectState.segments_ready) and not p.advance_once:
-                continue
-            out.append(p.id)
-        return out
+        return [p.id for p in self.store.projects(lifecycle.ALL - lifecycle.FINAL) if lifecycle.due(p, now)]
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -121,23 +107,56 @@ class Poller:
             if not got:
                 return self._while_busy(project, row)
             project = self.store.get(project.id)
-            changed = False
-            if project.input_hash != row.input_hash():
-                reset_for_new_inputs(self.store, project)
-                self._apply_inputs(project, row)
-                log.info("inputs changed project=%s record=%s", project.id, row.record_id)
-                changed = True
-            cleared = self._take_action(project, row)
-            if changed or cleared:
-                self.store.save(project, sheet=self._view(project, clear_action=cleared), notify=self._owed(project, changed))
+            transitions, _ = self._news(project, row)
+            if transitions:
+                self.life.commit(project.id, lambda q: [t(q) for t in transitions])
             return True
 
     def _create(self, row: RowInput) -> None:
         project = new_project(row, self.table.table_id)
-        self._apply_inputs(project, row)
-        cleared = self._take_action(project, row)
-        if self.store.create(project, self._view(project, clear_action=cleared), self._owed(project, True)):
+        _, changes = self._news(project, row, new=True)
+        if self.life.create(project, lambda q: changes):
             log.info("new project project=%s record=%s state=%s", project.id, row.record_id, project.state.value)
+
+    def _news(self, p: Project, row: RowInput, new: bool = False) -> tuple[list[Transition], list[Change]]:
+        """What the row asks of `p`: the transitions to commit, already applied to `p` (so each
+        check sees the state the previous one left) with their outcomes."""
+        transitions: list[Transition] = []
+        changes: list[Change] = []
+
+        def take(transition: Transition) -> None:
+            transitions.append(transition)
+            changes.append(transition(p))
+
+        if new or p.input_hash != row.input_hash():
+            if not new:
+                remove_outputs(self.store, p)
+                log.info("inputs changed project=%s record=%s", p.id, row.record_id)
+            today = self.clock().astimezone(self.tz).date()
+            take(lambda q: lifecycle.inputs_changed(q, apply_inputs(q, row, self.templates, self.tz, today)))
+        if self._action_is_new(p, row):
+            take(self._action(p, row))
+        return transitions, changes
+
+    def _action(self, p: Project, row: RowInput) -> Transition:
+        """The transition for the row's 操作: what it asks, or the error that explains a refusal."""
+        stamp = row.modified_ms
+        try:
+            act = self.actions.prepare(p, parse_action(row.action), row)
+            log.info("action taken project=%s record=%s action=%s", p.id, row.record_id, row.action)
+        except BadInput as e:
+            message = str(e)
+            log.info("action refused project=%s record=%s action=%s", p.id, row.record_id, row.action)
+
+            def act(q: Project) -> Change:
+                return lifecycle.action_refused(q, message)
+
+        def transition(q: Project) -> Change:
+            # The row's modified time when we consumed its 操作: a re-read of the same edit is not a new action.
+            q.action_stamp = stamp
+            return act(q)
+
+        return transition
 
     def _while_busy(self, project: Project, row: RowInput) -> bool:
         """A worker holds the project: only 取消 is taken now; the rest waits for the step to end."""
@@ -147,22 +166,9 @@ class Poller:
         if row.action != Action.cancel.value:
             return False
         self.store.request_cancel(project.id)
-        self.store.add_outbox(project, SheetUpdate(fields={self.cols.action: None}))
+        self.stores.outbox.add(project, SheetUpdate(fields={self.cols.action: None}))
         log.info("cancel requested project=%s record=%s", project.id, row.record_id)
         return not inputs_changed
-
-    def _take_action(self, project: Project, row: RowInput) -> bool:
-        """Apply the row's 操作 if it is one we have not taken yet. True if the cell must be cleared."""
-        if not self._action_is_new(project, row):
-            return False
-        project.action_stamp = row.modified_ms
-        try:
-            self.actions.apply(project, parse_action(row.action), row)
-            log.info("action taken project=%s record=%s action=%s state=%s", project.id, row.record_id, row.action, project.state.value)
-        except BadInput as e:
-            project.error = str(e)
-            log.info("action refused project=%s record=%s action=%s", project.id, row.record_id, row.action)
-        return True
 
     def _action_is_new(self, project: Project, row: RowInput) -> bool:
         if not row.action:
@@ -170,23 +176,7 @@ class Poller:
         if project.action_stamp is not None and (row.modified_ms or 0) <= project.action_stamp:
             return False
         # Our clearing of the cell has not landed yet: this is the same action seen again.
-        return not self.store.outbox_pending_for(row.record_id, self.cols.action)
+        return not self.stores.outbox.pending_for(row.record_id, self.cols.action)
 
-    def _apply_inputs(self, project: Project, row: RowInput) -> None:
-        today = self.clock().astimezone(self.tz).date()
-        problems = apply_inputs(project, row, self.templates, self.tz, today)
-        if problems:
-            project.state, project.error, project.progress_text = ProjectState.failed, "；".join(problems), "输入有误"
-        else:
-            project.state, project.progress_text = ProjectState.pending, "排队中"
 
-    def _owed(self, project: Project, inputs_checked: bool):
-        """Rows whose inputs fail validation are failed projects too, and get announced."""
-        failed = inputs_checked and project.state == ProjectState.failed
-        return announcement(project, self.sheet_url) if failed else None
-
-    def _view(self, project: Project, clear_action: bool = False) -> SheetUpdate:
-        view = sheet_view.render(project, self.store.segments(project.id), self.cols, self.clock())
-        if clear_action:
-            view.fields[self.cols.action] = None
-        return view
+Transition = lifecycle.Transition

@@ -7,15 +7,13 @@ stage that makes them, meta.json without a DB row -> the row is restored from it
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
-from datetime import datetime
 
 from storage import atomic
-from storage.models import Project, ProjectState
-from storage.repo import ProjectStore
-from sync import sheet_view
+from storage.locks import ProjectLocks
+from storage.models import Project
+from sync import lifecycle
 from sync.checks import Mismatch
-from sync.columns import Columns
+from sync.lifecycle import Lifecycle, Refused
 
 
 def plan(mismatches: list[Mismatch]) -> list[tuple[str, str]]:
@@ -40,59 +38,65 @@ def _describe(m: Mismatch) -> str:
     return f"send the project back to the stage that makes {m.field.split('.')[0]}"
 
 
-def apply(store: ProjectStore, mismatches: list[Mismatch], cols: Columns, clock: Callable[[], datetime]) -> list[str]:
+def apply(life: Lifecycle, locks: ProjectLocks, mismatches: list[Mismatch]) -> list[str]:
+    """Repair each project under its lock, as a worker would hold it: never beside a running step."""
+    store = life.store
     done: list[str] = []
     by_project: dict[str, list[Mismatch]] = defaultdict(list)
     for m in mismatches:
         by_project[m.project_id].append(m)
     for pid, found in by_project.items():
-        if any(m.side == "db" for m in found):
-            restored = store.rebuild_from_meta_file(next(m.other for m in found if m.side == "db"))
-            done.append(f"{pid}: restored from meta.json" if restored else f"{pid}: not restored (conflict)")
-            continue
-        project = store.get(pid)
-        if project is None:
-            continue
-        done += _repair(store, project, found, cols, clock)
+        with locks.hold(pid) as got:
+            if not got:
+                done.append(f"{pid}: busy (a worker holds it); left alone, run the check again later")
+                continue
+            if any(m.side == "db" for m in found):
+                restored = store.rebuild_from_meta_file(next(m.other for m in found if m.side == "db"))
+                done.append(f"{pid}: restored from meta.json" if restored else f"{pid}: not restored (conflict)")
+                continue
+            project = store.get(pid)
+            if project is not None:
+                done += _repair(life, project, found)
     return done
 
 
-def _repair(store: ProjectStore, p: Project, found: list[Mismatch], cols: Columns, clock) -> list[str]:
-    done = []
+def _repair(life: Lifecycle, p: Project, found: list[Mismatch]) -> list[str]:
+    store, done = life.store, []
     paths = store.paths(p)
     if any(m.field == "storyboard.json" for m in found) and p.storyboard_json:
         atomic.write_text(paths.storyboard, p.storyboard_json)
         done.append(f"{p.id}: storyboard.json rewritten")
-    back_to = _stage_for_missing_files(p, found)
-    if back_to is not None:
-        p.state, p.last_good, p.progress_text, p.advance_once = back_to, back_to, "文件缺失，重新生成", True
-        if back_to == ProjectState.storyboard_ready:
-            first_missing = min(int(m.field.split(".")[0].removeprefix("segment")) for m in found
-                                if m.side == "files" and m.field.startswith("segment"))
-            store.delete_segments_from(p.id, first_missing - 1)
-        done.append(f"{p.id}: back to {back_to.value}; the next `sheetreel once`/`run` regenerates the missing files")
+    transitions: list[lifecycle.Transition] = []
+    missing = _missing_files(found)
+    if missing == "segments":
+        first_missing = min(int(m.field.split(".")[0].removeprefix("segment")) for m in found
+                            if m.side == "files" and m.field.startswith("segment"))
+        store.delete_segments_from(p.id, first_missing - 1)
+    if missing is not None:
+        transitions.append(lambda q: lifecycle.files_missing(q, segments=missing == "segments"))
+        back = "storyboard_ready" if missing == "segments" else "segments_ready"
+        done.append(f"{p.id}: back to {back}; the next `sheetreel once`/`run` regenerates the missing files")
     if any(m.side == "sheet" and m.field == "row" for m in found):
-        p.row_deleted = True
+        transitions.append(lifecycle.row_deleted)
         done.append(f"{p.id}: marked as row deleted")
-    sheet_fix = any(m.side == "sheet" and m.field != "row" for m in found) or back_to is not None
-    sheet = None
-    if sheet_fix and not p.row_deleted:
-        files = {cols.final_video: [str(paths.final_video)], cols.cover: [str(paths.cover)]} if p.state == ProjectState.completed else {}
-        sheet = sheet_view.render(p, store.segments(p.id), cols, clock(), files)
+    elif any(m.side == "sheet" for m in found) or missing is not None:
+        transitions.append(lifecycle.resync)
         done.append(f"{p.id}: row rewritten from the DB")
-    # save() also rewrites meta.json from the DB, which is the meta repair.
-    store.save(p, sheet=sheet)
+    if transitions:
+        try:
+            life.commit(p.id, lambda q: [t(q) for t in transitions])  # also rewrites meta.json
+        except Refused as e:
+            done.append(f"{p.id}: not repaired ({e})")
+            return done
+    else:
+        store.write_meta(p.id)
     if any(m.side == "meta" for m in found):
         done.append(f"{p.id}: meta.json rewritten")
     return done
 
 
-def _stage_for_missing_files(p: Project, found: list[Mismatch]) -> ProjectState | None:
+def _missing_files(found: list[Mismatch]) -> str | None:
     missing = [m.field for m in found if m.side == "files" and m.field != "storyboard.json"]
     if any(f.startswith("segment") for f in missing):
-        return ProjectState.storyboard_ready
-    if missing:
-        return ProjectState.segments_ready
-    return None
-
-
+        return "segments"
+    return "final video" if missing else None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from storage.repo import ProjectStore
+from storage.projects import ProjectStore
 
 
 def project_rows(store: ProjectStore) -> list[dict]:

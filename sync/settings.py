@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from storage.retry import RetryPolicy
 from sync.columns import Columns
 
 
@@ -42,9 +43,12 @@ class Settings(BaseSettings):
     flush_interval_seconds: float = Field(default=2.0, alias="FLUSH_INTERVAL_SECONDS", gt=0)
     workers: int = Field(default=2, alias="SHEETREEL_WORKERS", ge=1, le=64)
     gpu_slots: int = Field(default=1, alias="SHEETREEL_GPU_SLOTS", ge=1, le=16)
+    outbox_backoff_base_seconds: float = Field(default=2.0, alias="OUTBOX_BACKOFF_BASE_SECONDS", ge=0)
     outbox_backoff_cap_seconds: float = Field(default=300.0, alias="OUTBOX_BACKOFF_CAP_SECONDS", gt=0)
     max_attempts: int = Field(default=3, alias="SHEETREEL_MAX_ATTEMPTS", ge=1)
     retry_base_seconds: float = Field(default=5.0, alias="SHEETREEL_RETRY_BASE_SECONDS", ge=0)
+    # A step that kills its worker process this many times in a row fails instead of looping.
+    max_crash_resumes: int = Field(default=3, alias="SHEETREEL_MAX_CRASH_RESUMES", ge=1)
 
     # Storyboard LLM (OpenAI-compatible chat; DeepSeek by default).
     llm_base_url: str = Field(default="https://api.deepseek.com", alias="LLM_BASE_URL")
@@ -123,6 +127,14 @@ class Settings(BaseSettings):
     @property
     def public_url(self) -> str:
         return self.public_base_url or self.public_dir.resolve().as_uri()
+
+    def step_retry(self) -> RetryPolicy:
+        """A failed step: tried again after 5 s, 10 s, ... while attempts are left."""
+        return RetryPolicy(attempts=self.max_attempts, base=self.retry_base_seconds, cap=3600.0)
+
+    def sheet_retry(self) -> RetryPolicy:
+        """Sheet writes and chat messages: never given up on a temporary error, backed off to the cap."""
+        return RetryPolicy(attempts=5, base=self.outbox_backoff_base_seconds, cap=self.outbox_backoff_cap_seconds, jitter=0.5)
 
     def missing_feishu(self) -> list[str]:
         pairs = {

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
+from pipeline.storyboard import to_text
 from storage.models import Project, ProjectState, Segment, SegmentSource
-from storage.repo import SheetUpdate
+from storage.outbox import SheetUpdate
+from storage.projects import Effects, ProjectStore
+from storage.storyboard import Storyboard
 from sync.columns import Columns
+from sync.lifecycle import USER_ACTIONS, Change, Event
+from sync.messages import announcement
 
 SOURCE_LABELS = {SegmentSource.ai: "AI", SegmentSource.stock: "实拍素材"}
 
@@ -44,5 +50,29 @@ def render(
     return SheetUpdate(fields=fields, attachments=attachments or {})
 
 
-def storyboard_cell(cols: Columns, text: str) -> SheetUpdate:
-    return SheetUpdate(fields={cols.storyboard: text})
+class SheetSide:
+    """Subscribes to the lifecycle: what each committed outcome owes the row and the chat.
+
+    The one place that decides when the row is written, with which extra cells (the storyboard
+    text, the consumed 操作, the video files), and which outcomes are announced.
+    """
+
+    def __init__(self, store: ProjectStore, cols: Columns, clock: Callable[[], datetime], sheet_url: str = ""):
+        self.store, self.cols, self.clock, self.sheet_url = store, cols, clock, sheet_url
+
+    def __call__(self, p: Project, segments: list[Segment], changes: list[Change]) -> Effects:
+        events = {c.event for c in changes}
+        notify = announcement(p, self.sheet_url) if any(c.announced for c in changes) else None
+        if p.row_deleted or events <= {Event.sheet_refused, Event.row_deleted}:
+            return Effects(notify=notify)  # a write the sheet refused would be refused again
+        attachments = {}
+        if p.state == ProjectState.completed and events & {Event.step_succeeded, Event.resync}:
+            paths = self.store.paths(p)
+            attachments = {self.cols.final_video: [str(paths.final_video)], self.cols.cover: [str(paths.cover)]}
+        sheet = render(p, segments, self.cols, self.clock(), attachments)
+        if p.storyboard_json and any(c.event == Event.step_succeeded and c.after == ProjectState.storyboard_ready
+                                     for c in changes):
+            sheet.fields[self.cols.storyboard] = to_text(Storyboard.model_validate_json(p.storyboard_json))
+        if events & (USER_ACTIONS | {Event.action_refused}):
+            sheet.fields[self.cols.action] = None
+        return Effects(sheet=sheet, notify=notify)

@@ -9,7 +9,7 @@ import pytest
 from sqlmodel import delete
 
 from storage.models import OutboxEntry, Project, ProjectState, Segment, StepRun
-from sync import sheet_view
+from sync import lifecycle
 from sync.cli import main
 
 from conftest import Sheet
@@ -52,8 +52,8 @@ def test_verify_reports_each_disagreement_fix_repairs_and_a_second_verify_is_cle
             s.exec(delete(table).where(table.project_id == d.id))
         s.exec(delete(Project).where(Project.id == d.id))
         s.commit()
-    e.progress_text = "人工改动"                                           # an outbox write lost
-    store.save(e, sheet=sheet_view.render(e, store.segments(e.id), cols, app.clock()))
+    # an outbox write lost
+    app.life.commit(e.id, lambda q: (setattr(q, "progress_text", "人工改动"), lifecycle.resync(q))[1])
     with store.session() as s:
         s.exec(delete(OutboxEntry))
         s.commit()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from storage.db import make_engine, sqlite_url
 from storage.models import Project, ProjectState, Segment
-from storage.repo import ProjectStore
+from storage.projects import ProjectStore
 
 
 def test_an_older_database_gains_the_new_columns_and_keeps_its_rows(tmp_path: Path, caplog):

@@ -29,7 +29,7 @@ from connectors.video.diffusers_i2v import (
     generation_size,
 )
 from connectors.video.kenburns import KenBurnsGenerator
-from connectors.video.protocol import SegmentRequest, Tuning
+from connectors.video.protocol import SegmentRequest, SharedGenerator, Tuning
 from pipeline.frames import extract_first_last
 from pipeline.segments import generate_segments
 from pipeline.templates import TemplateLibrary
@@ -337,7 +337,7 @@ def test_a_template_sets_seed_and_diffusion_for_its_shots(tmp_path):
     template = TemplateLibrary(tmp_path / "templates").get("tuned")
     asked: list[SegmentRequest] = []
 
-    class Recording:  # the generator protocol, keeping what it was asked for
+    class Recording(SharedGenerator):  # the generator protocol, keeping what it was asked for
         name = "recording"
 
         def generate(self, req: SegmentRequest) -> None:

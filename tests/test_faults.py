@@ -8,6 +8,7 @@ import time
 
 from connectors.feishu.emulator import FaultPlan
 from storage.models import ProjectState
+from sync import lifecycle
 from sync.rows import text_of
 from sync.sheet_view import progress_text
 
@@ -28,7 +29,7 @@ def test_every_update_lands_through_rate_limits_errors_and_an_outage(emulator, t
     deadline = time.monotonic() + 150
     while time.monotonic() < deadline:
         projects = app.store.projects()
-        if len(projects) == 4 and all(p.state.is_final for p in projects) and not app.store.outbox_size():
+        if len(projects) == 4 and all(lifecycle.is_final(p.state) for p in projects) and not app.stores.outbox.size():
             break
         time.sleep(0.3)
     stop.set()

@@ -69,4 +69,4 @@ def test_a_write_the_sheet_refuses_shows_in_the_project_and_other_rows_still_flo
     project = app.store.by_record(sheet.table_id, rid)
     assert project.state == ProjectState.completed
     assert "写回表格失败" in project.error and "sheetreel init --create" in project.error
-    assert app.store.outbox_size() == 0  # refused writes are not retried forever
+    assert app.stores.outbox.size() == 0  # refused writes are not retried forever

@@ -29,13 +29,13 @@ def test_bot_announces_each_completion_and_failure_once(emulator, tmp_path):
     assert f"record={good}" in done["content"]["elements"][0]["text"]["content"]
     assert "首帧图片为空" in failed["content"]["elements"][0]["text"]["content"]
     assert app.store.by_record(sheet.table_id, bad).state == ProjectState.failed
-    assert all(n.sent_at for n in app.store.notifications(project.id))
+    assert all(n.sent_at for n in app.stores.notes.of_project(project.id))
 
 
 def test_webhook_messages_are_signed_and_rate_limits_are_retried(emulator, tmp_path):
     emulator.add_webhook("hook1", secret="s3cret")
     sheet = Sheet(emulator, tmp_path / "d", FEISHU_WEBHOOK_URL=f"{emulator.url}/open-apis/bot/v2/hook/hook1",
-                  FEISHU_WEBHOOK_SECRET="s3cret")
+                  FEISHU_WEBHOOK_SECRET="s3cret", OUTBOX_BACKOFF_BASE_SECONDS=0)
     cols = sheet.cols
     sheet.add_rows([{cols.title: "一", cols.image: sheet.image_cell(), cols.template: "tiny", cols.shot_count: 1}])
     app = sheet.app()
@@ -52,7 +52,7 @@ def test_webhook_messages_are_signed_and_rate_limits_are_retried(emulator, tmp_p
 def test_a_wrong_webhook_secret_is_reported_not_retried_forever(emulator, tmp_path):
     emulator.add_webhook("hook2", secret="right")
     sheet = Sheet(emulator, tmp_path / "d", FEISHU_WEBHOOK_URL=f"{emulator.url}/open-apis/bot/v2/hook/hook2",
-                  FEISHU_WEBHOOK_SECRET="wrong")
+                  FEISHU_WEBHOOK_SECRET="wrong", OUTBOX_BACKOFF_BASE_SECONDS=0)
     cols = sheet.cols
     (rid,) = sheet.add_rows([{cols.image: sheet.image_cell(), cols.template: "tiny", cols.shot_count: 1}])
     app = sheet.app()
@@ -60,6 +60,6 @@ def test_a_wrong_webhook_secret_is_reported_not_retried_forever(emulator, tmp_pa
     for _ in range(8):
         app.flush()
     project = app.store.by_record(sheet.table_id, rid)
-    (note,) = app.store.notifications(project.id)
+    (note,) = app.stores.notes.of_project(project.id)
     assert note.sent_at is None and note.attempts == 5 and "签名校验失败" in note.last_error
     assert emulator.calls["bot.webhook"] == 5

@@ -14,7 +14,7 @@ from connectors import ffmpeg
 from connectors.feishu.lark_client import LarkBitable
 from connectors.feishu.protocol import FieldType
 from storage.models import ProjectState, StepRun
-from sync.app import make_store, make_table
+from sync.app import make_stores, make_table
 from sync.rows import text_of
 
 from conftest import ASSETS, Sheet
@@ -117,7 +117,7 @@ def test_bad_row_fails_with_a_clear_error_and_others_complete(case, emulator, tm
 def test_polling_twice_creates_nothing_twice_and_regenerates_nothing(sheet):
     sheet.add_rows([good_row(sheet, "一"), good_row(sheet, "二")])
     sheet.app().once()
-    store = make_store(sheet.settings)
+    store = make_stores(sheet.settings).projects
     before = {p.id: _mtimes(store.paths(p).root) for p in store.projects()}
     steps_before = _step_count(store)
 
@@ -142,7 +142,7 @@ def test_two_pollers_at_once_never_work_on_the_same_project(sheet):
     outputs = [p.communicate(timeout=240)[0].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
 
-    store = make_store(sheet.settings)
+    store = make_stores(sheet.settings).projects
     projects = store.projects()
     assert len(projects) == 4
     with store.session() as s:
@@ -157,14 +157,14 @@ def test_two_pollers_at_once_never_work_on_the_same_project(sheet):
 def test_db_is_rebuilt_from_meta_json(sheet):
     sheet.add_rows([good_row(sheet, "一"), good_row(sheet, "二", 模板="missing")])
     sheet.app().once()
-    store = make_store(sheet.settings)
+    store = make_stores(sheet.settings).projects
     before = {p.id: (p.state, p.final_url, len(store.segments(p.id)), len(store.steps(p.id))) for p in store.projects()}
     store.engine.dispose()
     (sheet.settings.data_dir / "sheetreel.db").unlink()
     for suffix in ("-wal", "-shm"):
         (sheet.settings.data_dir / f"sheetreel.db{suffix}").unlink(missing_ok=True)
 
-    fresh = make_store(sheet.settings)
+    fresh = make_stores(sheet.settings).projects
     assert fresh.projects() == []
     assert sorted(fresh.rebuild_from_meta()) == sorted(before)
     after = {p.id: (p.state, p.final_url, len(fresh.segments(p.id)), len(fresh.steps(p.id))) for p in fresh.projects()}

@@ -155,7 +155,7 @@ def test_one_project_never_repeats_a_clip_while_others_are_free(library, tmp_pat
     other.generate(request(tmp_path / "p2_0.mp4", ["sea"], duration=0.25))
     assert other.picks == {0: SEA}
     # A restarted run is told what the project used before.
-    resumed = StockGenerator(library).for_project("p1", used=gen.used)
+    resumed = StockGenerator(library).for_project("p1", used_clips=gen.used)
     resumed.generate(request(tmp_path / "p1_2.mp4", ["landscape"], index=2, duration=0.25, seed=2))
     assert resumed.picks[2] not in gen.picks.values()
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from connectors import ffmpeg
-from connectors.video.protocol import SegmentRequest
+from connectors.video.protocol import SegmentRequest, SharedGenerator
 from storage.atomic import temp_path_for
 from storage.errors import MediaError, Permanent, Transient
 
@@ -38,7 +38,7 @@ FPS_PARAMS = ("fps", "target_fps", "frame_rate")  # SVD, I2VGen-XL, LTX
 OOM_HINT = "set DIFFUSERS_CPU_OFFLOAD=true and/or DIFFUSERS_VAE_TILING=true, or lower DIFFUSERS_NUM_FRAMES"
 
 
-class DiffusersGenerator:
+class DiffusersGenerator(SharedGenerator):
     name = "diffusers"
     uses_gpu = True
 

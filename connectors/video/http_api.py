@@ -38,7 +38,7 @@ import httpx
 
 from connectors import ffmpeg
 from connectors.openai_errors import retry_after
-from connectors.video.protocol import SegmentRequest
+from connectors.video.protocol import SegmentRequest, SharedGenerator
 from storage.errors import (
     AuthFailed,
     BadInput,
@@ -59,9 +59,8 @@ _DETAIL_CHARS = 300
 _CHUNK = 1 << 20
 
 
-class HttpVideoGenerator:
+class HttpVideoGenerator(SharedGenerator):
     name = "http"
-    uses_gpu = False
 
     def __init__(
         self,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from connectors import ffmpeg
-from connectors.video.protocol import SegmentRequest
+from connectors.video.protocol import SegmentRequest, SharedGenerator
 from storage.storyboard import Camera
 
 # zoompan crops at whole-pixel offsets of its input, and in a chroma-subsampled format it rounds
@@ -17,7 +17,7 @@ ZOOM_AMOUNT = 0.18  # zoom_in ends (zoom_out starts) at 1.18x
 PAN_ZOOM = 1.15  # pans run over the margin that this zoom leaves around the crop
 
 
-class KenBurnsGenerator:
+class KenBurnsGenerator(SharedGenerator):
     name = "kenburns"
 
     def generate(self, req: SegmentRequest) -> None:

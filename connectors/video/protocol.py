@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -43,12 +44,30 @@ class SegmentRequest(BaseModel):
 
 class SegmentGenerator(Protocol):
     name: str
+    # Generation holds one of the host's GPU slots (the runner takes it around `generate`).
+    uses_gpu: bool
 
-    def generate(self, req: SegmentRequest) -> None:
+    def for_project(self, project_id: str, used_clips: Iterable[str] = ()) -> SegmentGenerator:
+        """The generator for one project's shots. A backend with per-project state (the stock
+        library keeps clips already in this video, `used_clips`, out of later shots) returns a
+        bound copy; the others return themselves."""
+        ...
+
+    def generate(self, req: SegmentRequest) -> str | None:
         """Write exactly `req.frame_count` frames of `req.width`x`req.height` H.264 to `req.out`.
 
         The file appears atomically (temp sibling, then rename) and uses
         `connectors.ffmpeg.encode_args(req.fps)`, so segments from any backend concatenate by
         stream copy. Failures raise SheetReelError subclasses (MediaError for media problems).
+        Returns the library clip the shot was cut from, for a backend that cuts clips, else None.
         """
         ...
+
+
+class SharedGenerator:
+    """Base for backends without per-project state: one instance serves every project."""
+
+    uses_gpu = False
+
+    def for_project(self, project_id: str, used_clips: Iterable[str] = ()) -> SharedGenerator:
+        return self

@@ -92,11 +92,11 @@ class StockGenerator:
         self.used: set[str] = set(used)
         self.picks: dict[int, str] = {}  # shot index -> clip key, for the caller to record
 
-    def for_project(self, project_id: str, used: Iterable[str] = ()) -> StockGenerator:
-        """A generator bound to one project; `used` restores the clip keys an earlier run picked."""
-        return StockGenerator(self.library, self.name, project_id=project_id, used=used)
+    def for_project(self, project_id: str, used_clips: Iterable[str] = ()) -> StockGenerator:
+        """A generator bound to one project; `used_clips` restores the clip keys an earlier run picked."""
+        return StockGenerator(self.library, self.name, project_id=project_id, used=used_clips)
 
-    def generate(self, req: SegmentRequest) -> None:
+    def generate(self, req: SegmentRequest) -> str:
         # A shot redone keeps the clips of the other shots out, not its own earlier pick.
         earlier = self.picks.pop(req.shot.index, None)
         others = self.used - ({earlier} if earlier else set())
@@ -105,6 +105,7 @@ class StockGenerator:
         self.used = others | {clip.key}
         self.picks[req.shot.index] = clip.key
         log.info("shot %d uses stock clip %s", req.shot.index + 1, clip.key)
+        return clip.key
 
 
 def _render(clip: StockClip, req: SegmentRequest, seed: str) -> None:

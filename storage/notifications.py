@@ -1,0 +1,42 @@
+"""Chat messages owed: written in the transaction of the event they announce, sent once, marked."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlmodel import or_, select
+
+from storage.base import Repo
+from storage.models import Notification, utcnow
+
+
+class NotificationStore(Repo):
+    def due(self, now: datetime | None = None) -> list[Notification]:
+        with self.session() as s:
+            q = select(Notification).where(Notification.sent_at == None).order_by(Notification.id)  # noqa: E711
+            if now is not None:
+                q = q.where(or_(Notification.next_attempt_at == None, Notification.next_attempt_at <= now))  # noqa: E711
+            return list(s.exec(q))
+
+    def of_project(self, project_id: str) -> list[Notification]:
+        with self.session() as s:
+            q = select(Notification).where(Notification.project_id == project_id).order_by(Notification.id)
+            return list(s.exec(q))
+
+    def mark_sent(self, note: Notification) -> None:
+        self._mark(note, None, None)
+
+    def mark_failed(self, note: Notification, error: str, next_attempt_at: datetime | None) -> None:
+        self._mark(note, error, next_attempt_at)
+
+    def _mark(self, note: Notification, error: str | None, next_attempt_at: datetime | None) -> None:
+        with self.session() as s:
+            row = s.get(Notification, note.id)
+            if error is None:
+                row.sent_at = utcnow()
+            else:
+                row.attempts += 1
+                row.last_error = error
+                row.next_attempt_at = next_attempt_at
+            s.add(row)
+            s.commit()

@@ -1,0 +1,67 @@
+"""The outbox: pending writes of a row's system cells, added in the transaction of the change
+that caused them, flushed to the sheet later, deleted once they landed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlmodel import col, delete, select
+
+from storage.base import Repo
+from storage.models import OutboxEntry, Project
+
+
+@dataclass
+class SheetUpdate:
+    """System cells to write into one row: plain values, and files for attachment cells."""
+
+    fields: dict = field(default_factory=dict)
+    attachments: dict[str, list[str]] = field(default_factory=dict)
+
+    def entry(self, project: Project) -> OutboxEntry:
+        return OutboxEntry(
+            project_id=project.id,
+            table_id=project.table_id,
+            record_id=project.record_id,
+            fields=json.dumps(self.fields, ensure_ascii=False),
+            attachments=json.dumps(self.attachments, ensure_ascii=False),
+        )
+
+
+class OutboxStore(Repo):
+    def entries(self) -> list[OutboxEntry]:
+        with self.session() as s:
+            return list(s.exec(select(OutboxEntry).order_by(OutboxEntry.id)))
+
+    def size(self) -> int:
+        with self.session() as s:
+            return len(s.exec(select(OutboxEntry.id)).all())
+
+    def add(self, project: Project, sheet: SheetUpdate) -> None:
+        """A sheet write that changes no project row (e.g. clearing an action cell)."""
+        with self.session() as s:
+            s.add(sheet.entry(project))
+            s.commit()
+
+    def delete(self, ids: Iterable[int]) -> None:
+        with self.session() as s:
+            s.exec(delete(OutboxEntry).where(col(OutboxEntry.id).in_(list(ids))))
+            s.commit()
+
+    def postpone(self, ids: Iterable[int], error: str, next_attempt_at: datetime) -> None:
+        with self.session() as s:
+            for entry in s.exec(select(OutboxEntry).where(col(OutboxEntry.id).in_(list(ids)))):
+                entry.attempts += 1
+                entry.last_error = error
+                entry.next_attempt_at = next_attempt_at
+                s.add(entry)
+            s.commit()
+
+    def pending_for(self, record_id: str, column: str) -> bool:
+        """Whether a write of `column` to this record has not reached the sheet yet."""
+        with self.session() as s:
+            q = select(OutboxEntry.fields).where(OutboxEntry.record_id == record_id)
+            return any(column in json.loads(fields) for fields in s.exec(q))

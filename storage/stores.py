@@ -1,0 +1,25 @@
+"""The repositories over one database, one per aggregate, opened together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+
+from storage.notifications import NotificationStore
+from storage.outbox import OutboxStore
+from storage.projects import ProjectStore
+from storage.sync_state import SyncState
+
+
+@dataclass(frozen=True)
+class Stores:
+    projects: ProjectStore
+    outbox: OutboxStore
+    notes: NotificationStore
+    sync: SyncState
+
+    @classmethod
+    def open(cls, engine: Engine, data_dir: Path) -> Stores:
+        return cls(ProjectStore(engine, data_dir), OutboxStore(engine), NotificationStore(engine), SyncState(engine))

@@ -1,0 +1,26 @@
+"""What the sync side remembers about the table: how far it has read, which files it uploaded."""
+
+from __future__ import annotations
+
+from storage.base import Repo
+from storage.models import PollState, UploadedFile
+
+
+class SyncState(Repo):
+    def watermark(self, table_id: str) -> int:
+        with self.session() as s:
+            row = s.get(PollState, table_id)
+            return row.watermark_ms if row else 0
+
+    def set_watermark(self, table_id: str, watermark_ms: int) -> None:
+        self._upsert(PollState(table_id=table_id, watermark_ms=watermark_ms))
+
+    def uploaded(self, sha256: str, app_token: str) -> str | None:
+        """The Feishu file token of content already uploaded to this base, so a retried flush
+        never uploads the same video twice."""
+        with self.session() as s:
+            row = s.get(UploadedFile, (sha256, app_token))
+            return row.file_token if row else None
+
+    def remember_upload(self, sha256: str, app_token: str, file_token: str, size: int) -> None:
+        self._upsert(UploadedFile(sha256=sha256, app_token=app_token, file_token=file_token, size=size))

@@ -1,0 +1,403 @@
+"""The project lifecycle: its states, the events that move a project, and the one function per
+event that moves it. Nothing else assigns `Project.state` or its companion fields.
+
+    pending ─step─▶ storyboarding ─ok─▶ storyboard_ready ─step─▶ generating ─ok─▶ segments_ready
+       ─step─▶ composing ─ok─▶ completed;   any step ─error─▶ failed (or back, to retry later);
+    取消 ─▶ cancelled;   an edited input ─▶ pending (or failed when the row is invalid).
+
+`TABLE` says, for every event, which states accept it and where each one goes; a pair missing
+from it is refused (`Refused`). `Lifecycle.commit` applies a transition to the freshest copy of the
+project, through the versioned store, and asks its observer (the sheet side) what the outcome
+owes the row and the chat, so those are written in the same transaction.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from storage.errors import RateLimited, SheetReelError, Transient
+from storage.models import Mode, Project, ProjectState, Segment, StepOutcome
+from storage.projects import Effects, ProjectStore
+from storage.retry import RetryPolicy
+
+S = ProjectState
+
+RUNNING = frozenset({S.storyboarding, S.generating, S.composing})
+FINAL = frozenset({S.completed, S.failed, S.cancelled})
+# Where step mode stops until the user picks 继续.
+RESTING = frozenset({S.storyboard_ready, S.segments_ready})
+# The step that starts from each state, and the running state it shows meanwhile.
+STEPS = {S.pending: ("storyboard", S.storyboarding), S.storyboard_ready: ("segments", S.generating),
+         S.segments_ready: ("compose", S.composing)}
+# Where a running step falls back to when it stops early: the state whose outputs it started from.
+RESUME_FROM = {S.storyboarding: S.pending, S.generating: S.storyboard_ready, S.composing: S.segments_ready}
+SUCCEEDS_TO = {S.storyboarding: S.storyboard_ready, S.generating: S.segments_ready, S.composing: S.completed}
+# States a user may restart from with 重新生成分镜 / 重做第N段 / 合成.
+RESTARTABLE = frozenset({S.storyboard_ready, S.segments_ready, S.completed, S.failed, S.cancelled})
+ALL = frozenset(S)
+
+
+class Event(str, enum.Enum):
+    inputs_changed = "inputs_changed"  # a new row, or the user edited an input; all inputs valid
+    inputs_invalid = "inputs_invalid"  # the same, with problems the user must fix
+    # the user's 操作
+    start = "start"
+    resume = "resume"
+    redo_storyboard = "redo_storyboard"
+    redo_segment = "redo_segment"
+    compose = "compose"
+    retry = "retry"
+    cancel = "cancel"
+    action_refused = "action_refused"
+    # the runner
+    step_started = "step_started"
+    step_progress = "step_progress"
+    step_succeeded = "step_succeeded"
+    step_retry = "step_retry"  # failed, will be tried again later
+    step_failed = "step_failed"  # failed for good
+    step_cancelled = "step_cancelled"
+    step_interrupted = "step_interrupted"  # SIGTERM: checkpointed, resumes on the next start
+    crash_resumed = "crash_resumed"  # found mid-step with its process gone
+    crash_loop = "crash_loop"  # ... once too often
+    # operators and repair
+    reset = "reset"
+    missing_segments = "missing_segments"  # repair: segment files are gone, make them again
+    missing_final = "missing_final"  # repair: the final video or cover is gone
+    resync = "resync"  # repair: write the whole row again
+    row_deleted = "row_deleted"
+    sheet_refused = "sheet_refused"  # the sheet refused our write for good
+
+
+USER_ACTIONS = frozenset({Event.start, Event.resume, Event.redo_storyboard, Event.redo_segment, Event.compose,
+                          Event.retry, Event.cancel})
+
+
+class _Same:
+    def __repr__(self) -> str:
+        return "SAME"
+
+
+class _LastGood:
+    def __repr__(self) -> str:
+        return "LAST_GOOD"
+
+
+SAME, LAST_GOOD = _Same(), _LastGood()
+Target = ProjectState | _Same | _LastGood
+
+
+def _to(states, target) -> dict[ProjectState, Target]:
+    return {s: target for s in states}
+
+
+TABLE: dict[Event, dict[ProjectState, Target]] = {
+    Event.inputs_changed: _to(ALL, S.pending),
+    Event.inputs_invalid: _to(ALL, S.failed),
+    Event.start: {S.pending: SAME, S.cancelled: LAST_GOOD},
+    Event.resume: {S.storyboard_ready: SAME, S.segments_ready: SAME, S.cancelled: LAST_GOOD},
+    Event.redo_storyboard: _to(RESTARTABLE, S.pending),
+    Event.redo_segment: _to(RESTARTABLE, S.storyboard_ready),
+    Event.compose: _to(RESTARTABLE, S.segments_ready),
+    Event.retry: {S.failed: LAST_GOOD},
+    Event.cancel: _to(ALL - FINAL, S.cancelled),
+    Event.action_refused: _to(ALL, SAME),
+    Event.step_started: {state: running for state, (_, running) in STEPS.items()},
+    Event.step_progress: _to(RUNNING, SAME),
+    Event.step_succeeded: dict(SUCCEEDS_TO),
+    Event.step_retry: dict(RESUME_FROM),
+    Event.step_failed: _to(RUNNING, S.failed),
+    Event.step_cancelled: _to(RUNNING | set(STEPS), S.cancelled),
+    Event.step_interrupted: dict(RESUME_FROM),
+    Event.crash_resumed: dict(RESUME_FROM),
+    Event.crash_loop: _to(RUNNING, S.failed),
+    Event.reset: dict(RESUME_FROM),
+    Event.missing_segments: _to(ALL - {S.pending}, S.storyboard_ready),
+    Event.missing_final: _to(ALL - {S.pending}, S.segments_ready),
+    Event.resync: _to(ALL, SAME),
+    Event.row_deleted: _to(ALL, SAME),
+    Event.sheet_refused: _to(ALL, SAME),
+}
+ANNOUNCED = frozenset({Event.step_failed, Event.crash_loop, Event.inputs_invalid})
+# Events after which a pending 取消 means nothing any more: the user asked for something newer,
+# or the work it would have stopped has ended.
+SETTLES_CANCEL = USER_ACTIONS | {Event.inputs_changed, Event.inputs_invalid, Event.step_cancelled,
+                                 Event.step_failed, Event.crash_loop}
+
+
+STEP_OUTCOMES = {
+    Event.step_succeeded: StepOutcome.succeeded,
+    Event.step_retry: StepOutcome.failed,
+    Event.step_failed: StepOutcome.failed,
+    Event.step_cancelled: StepOutcome.cancelled,
+    Event.step_interrupted: StepOutcome.interrupted,
+    Event.crash_resumed: StepOutcome.crashed,
+    Event.crash_loop: StepOutcome.crashed,
+}
+_STEP_NOTES = {
+    StepOutcome.cancelled: "已取消",
+    StepOutcome.interrupted: "进程退出，下次启动时继续",
+    StepOutcome.crashed: "处理进程中断（崩溃或被强制结束）",
+}
+
+
+class Refused(SheetReelError):
+    """The event does not apply in the project's current state."""
+
+    def __init__(self, event: Event, state: ProjectState):
+        super().__init__(f"{event.value} 不适用于当前状态（{state.label}）")
+        self.event, self.state = event, state
+
+
+@dataclass(frozen=True)
+class Change:
+    event: Event
+    before: ProjectState
+    after: ProjectState
+
+    @property
+    def announced(self) -> bool:
+        return self.event in ANNOUNCED or (self.event == Event.step_succeeded and self.after == S.completed)
+
+    @property
+    def settles_cancel(self) -> bool:
+        return self.event in SETTLES_CANCEL or (self.event == Event.step_succeeded and self.after == S.completed)
+
+
+def target(event: Event, state: ProjectState, last_good: ProjectState) -> ProjectState:
+    """Where `event` takes a project in `state`; Refused if it does not apply there."""
+    to = TABLE[event].get(state)
+    if to is None:
+        raise Refused(event, state)
+    if to is SAME:
+        return state
+    if to is LAST_GOOD:
+        return last_good
+    return to
+
+
+def _move(p: Project, event: Event, text: str | None = None) -> Change:
+    before = p.state
+    p.state = target(event, before, p.last_good)
+    if text is not None:
+        p.progress_text = text
+    if p.state in (S.failed, S.cancelled) and before not in FINAL:
+        # 重试 and 开始 resume from the last stage whose outputs are complete.
+        p.last_good = RESUME_FROM.get(before, before)
+    return Change(event, before, p.state)
+
+
+# -- predicates ---------------------------------------------------------------------------------
+
+
+def is_running(state: ProjectState) -> bool:
+    return state in RUNNING
+
+
+def is_final(state: ProjectState) -> bool:
+    return state in FINAL
+
+
+def rests(p: Project) -> bool:
+    """Step mode waits here for the user's 继续."""
+    return p.mode == Mode.step and p.state in RESTING and not p.advance_once
+
+
+def next_step(p: Project, now: datetime) -> str | None:
+    """The step that may start now, if any."""
+    if p.state not in STEPS or rests(p) or (p.retry_at is not None and p.retry_at > now):
+        return None
+    return STEPS[p.state][0]
+
+
+def due(p: Project, now: datetime) -> bool:
+    """Worth handing to a worker: a step can start, or a dead worker's step must be resumed."""
+    return is_running(p.state) or next_step(p, now) is not None
+
+
+# -- the row's inputs ---------------------------------------------------------------------------
+
+
+def inputs_changed(p: Project, problems: list[str]) -> Change:
+    """New inputs: everything made from the old ones is stale (the caller removed the files)."""
+    change = _move(p, Event.inputs_invalid if problems else Event.inputs_changed)
+    p.last_good, p.attempts, p.retry_at, p.crash_resumes, p.advance_once = S.pending, 0, None, 0, False
+    p.storyboard_json = p.final_url = p.cover_url = p.final_duration = None
+    p.progress = 0
+    p.error = "；".join(problems)
+    p.progress_text = "输入有误" if problems else "排队中"
+    return change
+
+
+# -- the user's actions -------------------------------------------------------------------------
+
+
+def action(p: Project, event: Event) -> Change:
+    """A user action the state accepts; Refused otherwise. Side effects (files, segments) are the
+    caller's, done before this and only once this is known to apply (see `accepts`)."""
+    if event not in USER_ACTIONS:
+        raise ValueError(f"{event} is not a user action")
+    change = _move(p, event)
+    p.retry_at, p.error = None, ""
+    if event == Event.cancel:
+        p.progress_text, p.advance_once = "已取消", False
+        return change
+    p.attempts, p.crash_resumes, p.advance_once, p.progress_text = 0, 0, True, "排队中"
+    if event == Event.redo_segment:
+        p.takes += 1  # part of every generation seed: a redo is a new take, not the same video
+    if event == Event.redo_storyboard:
+        p.storyboard_json = p.final_url = p.cover_url = p.final_duration = None
+    return change
+
+
+def accepts(p: Project, event: Event) -> bool:
+    return p.state in TABLE[event]
+
+
+def action_refused(p: Project, message: str) -> Change:
+    """The 操作 is cleared, and the error says why it was not taken (beside the row's own problems)."""
+    p.error = message if not p.error or message in p.error else f"{p.error}；{message}"
+    return _move(p, Event.action_refused)
+
+
+# -- the runner ---------------------------------------------------------------------------------
+
+
+def step_started(p: Project, progress: int, text: str) -> Change:
+    before = p.state
+    change = _move(p, Event.step_started)
+    p.last_good, p.advance_once, p.error = before, False, ""
+    p.progress, p.progress_text = progress, text
+    return change
+
+
+def step_progress(p: Project, progress: int, text: str, made: bool = False) -> Change:
+    """`made`: a piece of the step's output is finished and kept (a segment), so a crash after
+    this is not the same crash again."""
+    change = _move(p, Event.step_progress)
+    p.progress, p.progress_text = progress, text
+    if made:
+        p.crash_resumes = 0
+    return change
+
+
+def step_succeeded(p: Project, progress: int, text: str) -> Change:
+    change = _move(p, Event.step_succeeded)
+    p.last_good, p.attempts, p.retry_at, p.crash_resumes = p.state, 0, None, 0
+    p.progress, p.progress_text = progress, text
+    if p.state == S.completed:
+        p.error = ""
+    return change
+
+
+def step_failed(p: Project, err: SheetReelError, now: datetime, policy: RetryPolicy) -> Change:
+    """A transient error is tried again later while the policy allows; anything else fails."""
+    p.attempts += 1
+    retry_after = err.retry_after if isinstance(err, RateLimited) else None
+    wait = policy.next_delay(p.attempts, retry_after) if isinstance(err, Transient) else None
+    if wait is not None:
+        change = _move(p, Event.step_retry)
+        p.retry_at = now + timedelta(seconds=wait)
+        p.error, p.progress_text = str(err), f"等待重试（第{p.attempts}次）"
+        return change
+    change = _move(p, Event.step_failed)
+    p.retry_at, p.progress_text = None, "失败"
+    message = str(err)
+    if isinstance(err, Transient):
+        # "will retry by itself" is no longer true: say what the user can do instead.
+        message = message.replace("稍后自动重试", f"已自动重试{p.attempts}次仍失败，请稍后在「操作」选择“重试”")
+    p.error = message
+    return change
+
+
+def step_cancelled(p: Project) -> Change:
+    change = _move(p, Event.step_cancelled)
+    p.retry_at, p.error, p.progress_text, p.advance_once = None, "", "已取消", False
+    return change
+
+
+def step_interrupted(p: Project) -> Change:
+    return _move(p, Event.step_interrupted, "等待继续")
+
+
+def crash_resumed(p: Project, max_crashes: int) -> Change:
+    """A worker found the project mid-step with nobody holding it: its process died there."""
+    p.crash_resumes += 1
+    if p.crash_resumes >= max_crashes:
+        change = _move(p, Event.crash_loop)
+        p.retry_at, p.progress_text = None, "失败"
+        p.error = (f"这一步已连续 {p.crash_resumes} 次导致处理进程崩溃（例如内存不足），已停止自动重试："
+                   "请检查图片大小、段数与模板设置后在「操作」选择“重试”，或联系工程师查看日志")
+        return change
+    return _move(p, Event.crash_resumed, "进程中断，继续处理")
+
+
+# -- operators and repair -----------------------------------------------------------------------
+
+
+def reset(p: Project) -> Change:
+    return _move(p, Event.reset, "已重置，等待继续")
+
+
+def files_missing(p: Project, segments: bool) -> Change:
+    """Repair found outputs gone: go back to the stage that makes them, and run it once."""
+    change = _move(p, Event.missing_segments if segments else Event.missing_final)
+    p.last_good, p.advance_once, p.attempts, p.retry_at = p.state, True, 0, None
+    p.progress_text = "文件缺失，重新生成"
+    return change
+
+
+def resync(p: Project) -> Change:
+    return _move(p, Event.resync)
+
+
+def row_deleted(p: Project) -> Change:
+    p.row_deleted = True
+    return _move(p, Event.row_deleted)
+
+
+def sheet_refused(p: Project, message: str) -> Change:
+    p.error = f"写回表格失败：{message}"
+    return _move(p, Event.sheet_refused)
+
+
+# -- committing ---------------------------------------------------------------------------------
+
+Transition = Callable[[Project], Change | list[Change]]
+# The sheet side: what a committed outcome owes the row and the chat.
+Observer = Callable[[Project, list[Segment], list[Change]], Effects]
+
+
+def _no_effects(p: Project, segments: list[Segment], changes: list[Change]) -> Effects:
+    return Effects()
+
+
+@dataclass
+class Lifecycle:
+    store: ProjectStore
+    observer: Observer = field(default=_no_effects)
+
+    def commit(self, project_id: str, transition: Transition, segments: tuple[Segment, ...] = ()) -> Project:
+        """Apply `transition` to the freshest copy of the project and commit it with what it owes.
+
+        A concurrent save makes the store apply it again to the newer copy; a transition that no
+        longer applies there raises Refused.
+        """
+        return self.store.update(project_id, lambda p, segs: self._effects(p, segs, transition(p)), segments)
+
+    def create(self, project: Project, transition: Transition) -> bool:
+        """Insert a new project after `transition`; False if its row already has one."""
+        return self.store.create(project, self._effects(project, [], transition(project)))
+
+    def _effects(self, p: Project, segments: list[Segment], outcome: Change | list[Change]) -> Effects:
+        changes = [outcome] if isinstance(outcome, Change) else outcome
+        effects = self.observer(p, segments, changes)
+        effects.clear_cancel = effects.clear_cancel or any(c.settles_cancel for c in changes)
+        # The step run is closed in the transaction of its outcome: a crash between the two
+        # cannot leave it open, and one left by a dead process is closed by the resume.
+        for c in changes:
+            if (outcome := STEP_OUTCOMES.get(c.event)) is not None:
+                effects.close_open_steps = (outcome, p.error if outcome == StepOutcome.failed else _STEP_NOTES.get(outcome))
+        return effects
