@@ -24,6 +24,7 @@ from connectors.llm import ChatClient, user_message
 from pipeline.templates import TemplateConfig
 from storage import atomic
 from storage.errors import BadInput, NotFound, Permanent, Transient
+from storage.retry import RetryPolicy
 from storage.storyboard import Camera, Shot, Storyboard
 
 CACHE_VERSION = 1  # bump when the messages we send change, so old answers are not reused
@@ -55,7 +56,8 @@ class LLMStoryboarder:
         self.chat = chat
         self.cache_dir = Path(cache_dir)
         self.max_fix_attempts = max(0, max_fix_attempts)
-        self.max_transient_retries = max(0, max_transient_retries)
+        self.retry = RetryPolicy(attempts=max(0, max_transient_retries) + 1, base=BACKOFF_BASE, cap=BACKOFF_CAP,
+                                 max_retry_after=MAX_RETRY_AFTER)
         self.sleep = sleep
         self.supports_images = supports_images
         self.json_mode = json_mode
@@ -100,12 +102,7 @@ class LLMStoryboarder:
 
     def _delay(self, err: Transient, attempt: int) -> float | None:
         """Seconds to wait before asking again, or None to give up and raise."""
-        if attempt >= self.max_transient_retries:
-            return None
-        retry_after = getattr(err, "retry_after", None)
-        if retry_after is not None:
-            return retry_after if retry_after <= MAX_RETRY_AFTER else None
-        return min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)
+        return self.retry.next_delay(attempt + 1, getattr(err, "retry_after", None))
 
     def _cache_key(self, template: TemplateConfig, prompt: str, scene: str, shot_count: int, image: Path) -> str:
         parts = [

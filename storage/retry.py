@@ -29,7 +29,8 @@ class RetryPolicy:
     def delay(self, failures: int, retry_after: float | None = None, rand: Callable[[], float] = random.random) -> float:
         """Seconds to wait after the `failures`-th failure in a row (1 = the first)."""
         if retry_after is not None and retry_after >= 0:
-            return min(retry_after, self.cap)
+            # Past max_retry_after the caller gives up (exhausted); below it the server is right.
+            return retry_after if self.max_retry_after is not None else min(retry_after, self.cap)
         wait = min(self.cap, self.base * 2 ** max(0, min(failures - 1, 30)))
         return wait * (1 - self.jitter * rand()) if self.jitter else wait
 

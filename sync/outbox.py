@@ -121,7 +121,13 @@ class OutboxFlusher:
         # beyond the ones a table was created with).
         cells = {k: v for k, v in row.fields.items() if v is not None or k in known}
         for column, files in row.attachments.items():
-            cells[column] = [{"file_token": self._upload(Path(f))} for f in files]
+            present = [Path(f) for f in files if Path(f).is_file()]
+            if len(present) < len(files):
+                # Deleted since the write was queued (new inputs, a cleanup): the cell keeps what
+                # it has, the row's other cells still land, and the outbox goes on.
+                log.warning("attachment file missing project=%s record=%s column=%s", row.project_id, row.record_id, column)
+            if present:
+                cells[column] = [{"file_token": self._upload(f)} for f in present]
         return cells
 
     def _fields(self) -> set[str]:

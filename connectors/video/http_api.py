@@ -48,6 +48,7 @@ from storage.errors import (
     SheetReelError,
     Transient,
 )
+from storage.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class HttpVideoGenerator(SharedGenerator):
         self.timeout = timeout
         self.request_timeout = request_timeout
         self.max_retries = max_retries
+        self.retry = RetryPolicy(attempts=max_retries + 1, base=BACKOFF_BASE, cap=BACKOFF_CAP)
         self.sleep = sleep
         self.clock = clock
         self.max_bytes = max_bytes
@@ -159,17 +161,17 @@ class HttpVideoGenerator(SharedGenerator):
             except httpx.TimeoutException as e:
                 if last:
                     raise Transient(f"{self._where()}响应超时，稍后自动重试 (timeout)") from e
-                self.sleep(_backoff(attempt))
+                self.sleep(self.retry.delay(attempt + 1))
                 continue
             except httpx.TransportError as e:
                 if last:
                     raise Transient(f"{self._where()}无法连接，稍后自动重试 ({type(e).__name__})") from e
-                self.sleep(_backoff(attempt))
+                self.sleep(self.retry.delay(attempt + 1))
                 continue
             if resp.is_success:
                 return resp
             wait = self._failure(resp, last)  # raises when this status is final
-            self.sleep(wait if wait is not None else _backoff(attempt))
+            self.sleep(self.retry.delay(attempt + 1, wait))
         raise AssertionError("unreachable")  # the last attempt always returns or raises
 
     def _failure(self, resp: httpx.Response, last: bool) -> float | None:
@@ -230,10 +232,6 @@ class HttpVideoGenerator(SharedGenerator):
 
     def _too_big(self) -> str:
         return f"{self._where()}返回的视频超过 {self.max_bytes // (1024 * 1024)} MB 上限 (video too large)"
-
-
-def _backoff(attempt: int) -> float:
-    return min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)
 
 
 def _data_url(image: Path) -> str:
