@@ -10,7 +10,6 @@ from pipeline.templates import TemplateLibrary
 from storage.errors import BadInput
 from storage.models import Project
 from storage.projects import ProjectStore
-from sync import rows
 from sync.rows import RowInput
 
 
@@ -18,7 +17,7 @@ def new_project(row: RowInput, table_id: str) -> Project:
     return Project(id=f"p{uuid.uuid4().hex[:12]}", table_id=table_id, record_id=row.record_id)
 
 
-def apply_inputs(p: Project, row: RowInput, templates: TemplateLibrary, tz, today: date) -> list[str]:
+def apply_inputs(p: Project, row: RowInput, templates: TemplateLibrary, today: date) -> list[str]:
     """Copy the row's inputs onto `p`; returns the problems found, each a sentence for the user.
 
     All problems are reported together so the user can fix the row in one go.
@@ -26,21 +25,15 @@ def apply_inputs(p: Project, row: RowInput, templates: TemplateLibrary, tz, toda
     problems: list[str] = []
     p.title, p.scene, p.mode, p.input_hash = row.title, row.scene, row.mode, row.input_hash()
     p.image_ref = row.image.model_dump_json() if row.image else ""
-    p.template, p.shot_count, p.publish_date = "", None, None
+    p.template = ""
     default_shots = 7
     try:
         template = templates.get(row.template)
         p.template, default_shots = template.id, template.shot_count
     except BadInput as e:
         problems.append(str(e))
-    for setter in (
-        lambda: setattr(p, "shot_count", rows.shot_count(row.shot_count, default_shots)),
-        lambda: setattr(p, "publish_date", rows.publish_date(row.publish_date, tz, today)),
-    ):
-        try:
-            setter()
-        except BadInput as e:
-            problems.append(str(e))
+    problems += row.problems
+    p.shot_count, p.publish_date = row.shot_count or default_shots, row.publish_date or today
     if row.image is None:
         problems.append("首帧图片为空：请在「首帧图片」列上传一张图片，或填写图片链接 (opening image missing)")
     return problems

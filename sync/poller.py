@@ -58,7 +58,7 @@ class Poller:
             modified = record.last_modified_time or 0
             newest = max(newest, modified)
             try:
-                done = self._intake(parse_row(record, self.cols, self.default_template))
+                done = self._intake(parse_row(record, self.cols, self.default_template, self.tz))
             except SheetReelError as e:
                 log.warning("row skipped record=%s error=%s", record.record_id, e)
                 continue
@@ -133,7 +133,7 @@ class Poller:
                 remove_outputs(self.store, p)
                 log.info("inputs changed project=%s record=%s", p.id, row.record_id)
             today = self.clock().astimezone(self.tz).date()
-            take(lambda q: lifecycle.inputs_changed(q, apply_inputs(q, row, self.templates, self.tz, today)))
+            take(lambda q: lifecycle.inputs_changed(q, apply_inputs(q, row, self.templates, today)))
         if self._action_is_new(p, row):
             take(self._action(p, row))
         return transitions, changes

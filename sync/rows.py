@@ -28,25 +28,35 @@ class ImageRef(BaseModel):
 
 
 class RowInput(BaseModel):
-    """The user-owned cells of one row, still as the user typed them (validated later)."""
+    """The user-owned cells of one row, parsed once: typed values, and a sentence for each cell
+    that did not parse (its value is then None)."""
 
     record_id: str
     title: str = ""
     image: ImageRef | None = None
     scene: str = ""
     template: str = ""
-    shot_count: Any = None
-    publish_date: Any = None
+    shot_count: int | None = None  # None: the template's default
+    publish_date: date | None = None  # None: today
     mode: Mode = Mode.auto
     action: str = ""
     storyboard: str = ""
     modified_ms: int | None = None
+    problems: list[str] = []
+    # Changes when the user edits an input, valid or not; our own writes to system cells never change it.
+    digest: str = ""
 
     def input_hash(self) -> str:
-        """Changes when the user edits an input; our own writes to system cells never change it."""
-        keys = ("image", "scene", "template", "shot_count", "publish_date")
-        blob = json.dumps(self.model_dump(include=set(keys), mode="json"), sort_keys=True, ensure_ascii=False)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return self.digest
+
+
+def _digest(image: ImageRef | None, scene: str, template: str, shot_count: Any, publish_date: Any) -> str:
+    # Over the cells as typed, so an invalid value edited into another invalid value is news too;
+    # the formula is the one earlier releases stored, so an upgrade does not redo every row.
+    cells = {"image": image.model_dump(mode="json") if image else None, "scene": scene, "template": template,
+             "shot_count": shot_count, "publish_date": publish_date}
+    blob = json.dumps(cells, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def text_of(cell: Any) -> str:
@@ -64,20 +74,34 @@ def text_of(cell: Any) -> str:
     return str(cell)
 
 
-def parse_row(record: Record, cols: Columns, default_template: str) -> RowInput:
+def parse_row(record: Record, cols: Columns, default_template: str, tz: ZoneInfo) -> RowInput:
     f = record.fields
+    problems: list[str] = []
+
+    def parsed(parse, raw):
+        try:
+            return parse(raw)
+        except BadInput as e:
+            problems.append(str(e))
+            return None
+
+    image, scene = _image_ref(f.get(cols.image)), text_of(f.get(cols.scene)).strip()
+    template = text_of(f.get(cols.template)).strip() or default_template
+    raw_shots, raw_date = f.get(cols.shot_count), f.get(cols.publish_date)
     return RowInput(
         record_id=record.record_id,
         title=text_of(f.get(cols.title)).strip(),
-        image=_image_ref(f.get(cols.image)),
-        scene=text_of(f.get(cols.scene)).strip(),
-        template=text_of(f.get(cols.template)).strip() or default_template,
-        shot_count=f.get(cols.shot_count),
-        publish_date=f.get(cols.publish_date),
+        image=image,
+        scene=scene,
+        template=template,
+        shot_count=parsed(shot_count, raw_shots),
+        publish_date=parsed(lambda raw: publish_date(raw, tz), raw_date),
         mode=Mode(MODE_LABELS.get(text_of(f.get(cols.mode)).strip(), "auto")),
         action=text_of(f.get(cols.action)).strip(),
         storyboard=text_of(f.get(cols.storyboard)),
         modified_ms=record.last_modified_time,
+        problems=problems,
+        digest=_digest(image, scene, template, raw_shots, raw_date),
     )
 
 
@@ -88,9 +112,10 @@ def _image_ref(cell: Any) -> ImageRef | None:
     return ImageRef(url=url) if url else None
 
 
-def shot_count(raw: Any, default: int) -> int:
+def shot_count(raw: Any) -> int | None:
+    """1..20 from a number or text cell; None when empty (the template decides)."""
     if raw is None or raw == "" or raw == []:
-        return default
+        return None
     text = text_of(raw).strip()
     try:
         value = float(text)
@@ -104,10 +129,10 @@ def shot_count(raw: Any, default: int) -> int:
 _DATE = re.compile(r"^(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})$")
 
 
-def publish_date(raw: Any, tz: ZoneInfo, today: date) -> date:
-    """A Bitable date cell is ms since the epoch; a text cell may hold 2026-11-22. Empty = today."""
+def publish_date(raw: Any, tz: ZoneInfo) -> date | None:
+    """A Bitable date cell is ms since the epoch; a text cell may hold 2026-11-22. Empty: None (today)."""
     if raw is None or raw == "" or raw == []:
-        return today
+        return None
     if isinstance(raw, (int, float)) and not isinstance(raw, bool):
         return datetime.fromtimestamp(raw / 1000, tz).date()
     text = text_of(raw).strip()
