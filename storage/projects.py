@@ -41,7 +41,7 @@ class Effects:
     close_open_steps: tuple[StepOutcome, str] | None = None  # step runs a dead process left open
 
 
-Change = Callable[[Project, list[Segment]], Effects]
+Mutation = Callable[[Project, list[Segment]], Effects]
 
 
 class ProjectStore(Repo):
@@ -96,7 +96,7 @@ class ProjectStore(Repo):
         self.write_meta(project.id)
         return True
 
-    def update(self, project_id: str, change: Change, segments: Iterable[Segment] = ()) -> Project:
+    def update(self, project_id: str, change: Mutation, segments: Iterable[Segment] = ()) -> Project:
         """Apply `change` to the freshest copy of the project and commit it with its effects.
 
         `change` sees the project and all its segments (the given ones merged in) and may raise to
@@ -179,15 +179,6 @@ class ProjectStore(Repo):
             s.commit()
             s.refresh(run)
             return run
-
-    def end_step(self, run: StepRun, outcome: StepOutcome, error: str | None = None) -> None:
-        run.ended_at = utcnow()
-        run.ok = outcome == StepOutcome.succeeded
-        run.outcome = outcome
-        run.error = error
-        with self.session() as s:
-            s.merge(run)
-            s.commit()
 
     # -- 取消 for a project some worker holds ---------------------------------------------------
 

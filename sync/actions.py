@@ -21,15 +21,6 @@ from sync.lifecycle import Event
 from sync.rows import RowInput
 
 _REDO = re.compile(r"^重做第\s*(\d+)\s*段$")
-EVENTS = {
-    Action.start: Event.start,
-    Action.resume: Event.resume,
-    Action.redo_storyboard: Event.redo_storyboard,
-    Action.redo_segment: Event.redo_segment,
-    Action.compose: Event.compose,
-    Action.retry: Event.retry,
-    Action.cancel: Event.cancel,
-}
 # Why the action does not fit the state it found, for the user.
 WHY = {
     Event.start: "项目已经开始；失败后请用“重试”，要从头再来请用“重新生成分镜”",
@@ -71,10 +62,12 @@ class Actions:
 
         Raises BadInput saying why the action does not fit now, before touching anything. The
         transition is pure (it may be applied again to a fresher copy of the project)."""
-        event = EVENTS[req.action]
+        event = Event[req.action.name]  # each 操作 is the lifecycle event of the same name
         if not lifecycle.accepts(p, event):
             self._refuse(p, req, WHY[event])
-        patch = getattr(self, f"_{req.action.name}")(p, req, row)
+        # Only actions that need more than the state (checks, file work) have a method here.
+        extra = getattr(self, f"_{req.action.name}", None)
+        patch = extra(p, req, row) if extra else None
 
         def transition(q: Project) -> lifecycle.Change:
             if patch is not None:
@@ -86,9 +79,6 @@ class Actions:
     @staticmethod
     def _refuse(p: Project, req: Requested, why: str) -> None:
         raise BadInput(f"操作“{req.label}”在当前状态（{p.state.label}）下无效：{why}")
-
-    def _start(self, p: Project, req: Requested, row: RowInput) -> None:
-        pass
 
     def _resume(self, p: Project, req: Requested, row: RowInput) -> Callable[[Project], None] | None:
         return self._take_storyboard_edits(p, row) if p.state == lifecycle.S.storyboard_ready else None
@@ -114,12 +104,6 @@ class Actions:
         shots = _shot_count(p)
         if not (shots > 0 and len(segs) == shots and all(s.state == SegmentState.done for s in segs)):
             self._refuse(p, req, WHY[Event.compose])
-
-    def _retry(self, p: Project, req: Requested, row: RowInput) -> None:
-        pass
-
-    def _cancel(self, p: Project, req: Requested, row: RowInput) -> None:
-        pass
 
     def _take_storyboard_edits(self, p: Project, row: RowInput) -> Callable[[Project], None] | None:
         """The user may have edited 分镜脚本 while the project waited: use what the cell says now."""

@@ -90,7 +90,7 @@ def make_writer(settings: Settings, stores: Stores, table: BitableClient, life: 
     flusher = OutboxFlusher(stores.outbox, stores.sync, table, clock, settings.sheet_retry(), on_permanent=refused)
     messenger = make_messenger(settings, table)
     notifier = Notifier(stores.notes, messenger, clock, settings.sheet_retry()) if messenger else None
-    return TableWriter(make_locks(settings), table.table_id, flusher, stores.outbox, notifier)
+    return TableWriter(make_locks(settings), table.table_id, flusher, notifier)
 
 
 class App:

@@ -23,7 +23,7 @@ def apply_inputs(p: Project, row: RowInput, templates: TemplateLibrary, today: d
     All problems are reported together so the user can fix the row in one go.
     """
     problems: list[str] = []
-    p.title, p.scene, p.mode, p.input_hash = row.title, row.scene, row.mode, row.input_hash()
+    p.title, p.scene, p.mode, p.input_hash = row.title, row.scene, row.mode, row.input_hash
     p.image_ref = row.image.model_dump_json() if row.image else ""
     p.template = ""
     default_shots = 7

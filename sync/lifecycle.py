@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from storage.errors import RateLimited, SheetReelError, Transient
@@ -370,14 +370,10 @@ Transition = Callable[[Project], Change | list[Change]]
 Observer = Callable[[Project, list[Segment], list[Change]], Effects]
 
 
-def _no_effects(p: Project, segments: list[Segment], changes: list[Change]) -> Effects:
-    return Effects()
-
-
 @dataclass
 class Lifecycle:
     store: ProjectStore
-    observer: Observer = field(default=_no_effects)
+    observer: Observer
 
     def commit(self, project_id: str, transition: Transition, segments: tuple[Segment, ...] = ()) -> Project:
         """Apply `transition` to the freshest copy of the project and commit it with what it owes.

@@ -14,6 +14,8 @@ from storage.notifications import NotificationStore
 from storage.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
+# A message refused as often as the policy allows stays unsent, with its error, for `inspect-db`.
+GIVEN_UP = timedelta(days=3650)
 
 
 class Notifier:
@@ -48,8 +50,7 @@ class Notifier:
                     break
                 except SheetReelError as e:
                     wait = self.retry.next_delay(note.attempts + 1)
-                    # Given up on: left unsent with its error, for `inspect-db` to show.
-                    self._postpone(note, e, wait if wait is not None else 10 * 365 * 86400.0)
+                    self._postpone(note, e, wait if wait is not None else GIVEN_UP.total_seconds())
                     log.error("notification refused project=%s event=%s error=%s", note.project_id, note.event, e)
                     continue
                 self.notes.mark_sent(note)

@@ -165,8 +165,8 @@ class OutboxFlusher:
 class TableWriter:
     """Sends a table's pending sheet writes and chat messages, one process at a time."""
 
-    def __init__(self, locks: ProjectLocks, table_id: str, flusher: OutboxFlusher, outbox: OutboxStore, notifier=None):
-        self.locks, self.table_id, self.flusher, self.outbox, self.notifier = locks, table_id, flusher, outbox, notifier
+    def __init__(self, locks: ProjectLocks, table_id: str, flusher: OutboxFlusher, notifier=None):
+        self.locks, self.table_id, self.flusher, self.notifier = locks, table_id, flusher, notifier
 
     def flush(self) -> bool:
         """One round; False when another process is flushing this table right now."""
@@ -183,7 +183,7 @@ class TableWriter:
         deadline = time.monotonic() + timeout
         while True:
             self.flush()
-            if not self.outbox.size():
+            if not self.flusher.outbox.size():
                 return True
             if time.monotonic() > deadline:
                 return False

@@ -118,17 +118,17 @@ class Poller:
         if self.life.create(project, lambda q: changes):
             log.info("new project project=%s record=%s state=%s", project.id, row.record_id, project.state.value)
 
-    def _news(self, p: Project, row: RowInput, new: bool = False) -> tuple[list[Transition], list[Change]]:
+    def _news(self, p: Project, row: RowInput, new: bool = False) -> tuple[list[lifecycle.Transition], list[Change]]:
         """What the row asks of `p`: the transitions to commit, already applied to `p` (so each
         check sees the state the previous one left) with their outcomes."""
-        transitions: list[Transition] = []
+        transitions: list[lifecycle.Transition] = []
         changes: list[Change] = []
 
-        def take(transition: Transition) -> None:
+        def take(transition: lifecycle.Transition) -> None:
             transitions.append(transition)
             changes.append(transition(p))
 
-        if new or p.input_hash != row.input_hash():
+        if new or p.input_hash != row.input_hash:
             if not new:
                 remove_outputs(self.store, p)
                 log.info("inputs changed project=%s record=%s", p.id, row.record_id)
@@ -138,7 +138,7 @@ class Poller:
             take(self._action(p, row))
         return transitions, changes
 
-    def _action(self, p: Project, row: RowInput) -> Transition:
+    def _action(self, p: Project, row: RowInput) -> lifecycle.Transition:
         """The transition for the row's 操作: what it asks, or the error that explains a refusal."""
         stamp = row.modified_ms
         try:
@@ -160,7 +160,7 @@ class Poller:
 
     def _while_busy(self, project: Project, row: RowInput) -> bool:
         """A worker holds the project: only 取消 is taken now; the rest waits for the step to end."""
-        inputs_changed = project.input_hash != row.input_hash()
+        inputs_changed = project.input_hash != row.input_hash
         if not self._action_is_new(project, row):
             return not inputs_changed
         if row.action != Action.cancel.value:
@@ -178,5 +178,3 @@ class Poller:
         # Our clearing of the cell has not landed yet: this is the same action seen again.
         return not self.stores.outbox.pending_for(row.record_id, self.cols.action)
 
-
-Transition = lifecycle.Transition

@@ -44,13 +44,10 @@ class RowInput(BaseModel):
     modified_ms: int | None = None
     problems: list[str] = []
     # Changes when the user edits an input, valid or not; our own writes to system cells never change it.
-    digest: str = ""
-
-    def input_hash(self) -> str:
-        return self.digest
+    input_hash: str = ""
 
 
-def _digest(image: ImageRef | None, scene: str, template: str, shot_count: Any, publish_date: Any) -> str:
+def _input_hash(image: ImageRef | None, scene: str, template: str, shot_count: Any, publish_date: Any) -> str:
     # Over the cells as typed, so an invalid value edited into another invalid value is news too;
     # the formula is the one earlier releases stored, so an upgrade does not redo every row.
     cells = {"image": image.model_dump(mode="json") if image else None, "scene": scene, "template": template,
@@ -101,7 +98,7 @@ def parse_row(record: Record, cols: Columns, default_template: str, tz: ZoneInfo
         storyboard=text_of(f.get(cols.storyboard)),
         modified_ms=record.last_modified_time,
         problems=problems,
-        digest=_digest(image, scene, template, raw_shots, raw_date),
+        input_hash=_input_hash(image, scene, template, raw_shots, raw_date),
     )
 
 

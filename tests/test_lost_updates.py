@@ -15,9 +15,10 @@ from sqlmodel import select
 from pipeline import compose as compose_module
 from storage.errors import Transient
 from storage.models import ProjectState, StepOutcome, StepRun
+from storage.projects import StaleProject
 from sync import lifecycle, ops
 from sync.app import make_locks, make_writer
-from sync.consistency import fix
+from sync.consistency import fix, verify
 from sync.rows import text_of
 
 from conftest import Sheet
@@ -159,8 +160,6 @@ def test_a_second_flusher_waits_so_an_older_value_never_lands_last(sheet, step_r
 def test_repair_leaves_a_project_alone_while_a_worker_holds_it(sheet, step_row):
     app, project = to_segments_ready(sheet, step_row)
     app.store.paths(project).segment(0).unlink()
-    from sync.consistency import verify
-
     found = verify(app.store, None).mismatches
     assert found
     with app.locks.hold(project.id):
@@ -178,8 +177,6 @@ def test_versioned_saves_hold_across_processes_sharing_one_database(sheet, step_
     other = sheet.app()  # its own engine and connection pool, as another process would have
     stale = other.store.get(project.id)
     app.life.commit(project.id, lambda q: lifecycle.step_started(q, 90, "合成成片"))
-    from storage.projects import StaleProject
-
     stale.progress_text = "旧副本"
     with pytest.raises(StaleProject):
         other.store.save(stale)
