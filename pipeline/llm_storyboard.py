@@ -25,12 +25,15 @@ from pipeline.templates import TemplateConfig
 from storage import atomic
 from storage.errors import BadInput, NotFound, Permanent, Transient
 from storage.retry import RetryPolicy
-from storage.storyboard import Camera, Shot, Storyboard
+from storage.storyboard import Camera, Shot, Storyboard, explain
 
 CACHE_VERSION = 1  # bump when the messages we send change, so old answers are not reused
 BACKOFF_BASE, BACKOFF_CAP = 1.0, 30.0
 MAX_RETRY_AFTER = 60.0  # a longer wait is the runner's business, not a blocked worker's
 MAX_IMAGE_SIDE = 1024
+# How much of a rejected reply goes back to the model with the fix request: a valid board is far
+# shorter, and echoing a runaway reply whole would multiply the next request's size and cost.
+MAX_ECHO = 8000
 
 SYSTEM = (
     "你是短视频分镜师。只输出一个 JSON 对象，不要任何解释：{{\"shots\": [...]}}，正好 {shot_count} 个镜头。"
@@ -84,7 +87,8 @@ class LLMStoryboarder:
                 return parse_storyboard(reply, shot_count, template.shot_duration, template.cameras)
             except ReplyError as e:
                 reason = e.reason
-            messages = [*messages, {"role": "assistant", "content": reply}, fix_request(reason, shot_count)]
+            echo = reply if len(reply) <= MAX_ECHO else reply[:MAX_ECHO] + "…（回复过长，已截断）"
+            messages = [*messages, {"role": "assistant", "content": echo}, fix_request(reason, shot_count)]
         raise BadInput(
             f"分镜生成失败：模型连续 {tries} 次返回的分镜格式不正确（{reason}），请重试或改用模板分镜"
         )
@@ -255,9 +259,7 @@ def _shot(i: int, item: dict, shot_duration: float, cameras: list[Camera]) -> Sh
             stock_tags=_tags(item.get("stock_tags")),
         )
     except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(str(part) for part in err["loc"])
-        raise ReplyError(f"{where}的 {field} 不合格：{err['msg']}") from e
+        raise ReplyError(f"{where}：{explain(e)}") from e
 
 
 def _duration(raw: object, target: float, where: str) -> float:

@@ -10,7 +10,9 @@ from pydantic import ValidationError
 
 from pipeline.templates import TemplateConfig
 from storage.errors import BadInput
-from storage.storyboard import Camera, Shot, Storyboard
+from storage.storyboard import Camera, Shot, Storyboard, explain
+
+MAX_TEXT = 50_000  # characters in the 分镜脚本 cell: 20 shots at the longest prompts fit easily
 
 
 class Storyboarder(Protocol):
@@ -61,6 +63,8 @@ def to_text(board: Storyboard) -> str:
 
 def from_text(text: str) -> Storyboard:
     """Parse the sheet's storyboard cell back; errors name the shot a user must fix."""
+    if len(text) > MAX_TEXT:
+        raise BadInput(f"分镜脚本太长（{len(text)} 字）：最多 {MAX_TEXT} 字，请删减后再选择“继续”")
     shots: list[dict] = []
     for n, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -80,11 +84,9 @@ def from_text(text: str) -> Storyboard:
     if not shots:
         raise BadInput("分镜脚本为空：至少需要一个镜头，格式“1. [zoom_in 5s] 描述”")
     try:
-        return Storyboard(shots=[Shot(**s) for s in shots])
+        return Storyboard.model_validate({"shots": shots})
     except ValidationError as e:
-        err = e.errors()[0]
-        where = f"第{err['loc'][1] + 1}个镜头" if len(err["loc"]) > 1 and isinstance(err["loc"][1], int) else "分镜"
-        raise BadInput(f"分镜脚本{where}有误：{err['msg']}") from e
+        raise BadInput(f"分镜脚本有误：{explain(e)}") from e
 
 
 def _shot_head(m: re.Match, position: int) -> dict:
@@ -94,4 +96,8 @@ def _shot_head(m: re.Match, position: int) -> dict:
     if camera not in Camera.__members__:
         allowed = ", ".join(Camera.__members__)
         raise BadInput(f"分镜脚本第{number}个镜头的运镜“{camera}”无效：可选 {allowed}")
-    return {"index": position, "camera": camera, "duration": float(duration), "prompt": prompt}
+    try:
+        seconds = float(duration)
+    except ValueError:
+        raise BadInput(f"分镜脚本第{number}个镜头的时长“{duration}s”无效：请写秒数，例如 [zoom_in 5s]") from None
+    return {"index": position, "camera": camera, "duration": seconds, "prompt": prompt}

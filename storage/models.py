@@ -114,6 +114,9 @@ class Project(SQLModel, table=True):
     progress: int = 0
     progress_text: str = ""
     error: str = Field(default="", sa_column=Column(Text))
+    # Why the last 操作 was not taken. Kept apart from `error`, which each step start clears, so the
+    # explanation stays in the row until the user picks another 操作 or edits the inputs.
+    notice: str = Field(default="", sa_column=Column(Text))
     storyboard_json: str | None = Field(default=None, sa_column=Column(Text))
     final_url: str | None = None
     cover_url: str | None = None

@@ -45,7 +45,9 @@ class Requested:
 
 def parse_action(text: str) -> Requested:
     if m := _REDO.match(text):
-        return Requested(Action.redo_segment, int(m[1]))
+        return Requested(Action.redo_segment, int(m[1][:6]))  # past 6 digits it is out of range anyway
+    if text == Action.redo_segment.value:
+        raise BadInput("操作“重做第N段”需要写明段号：请把 N 换成要重做的段号，例如 重做第2段")
     try:
         return Requested(Action(text))
     except ValueError:

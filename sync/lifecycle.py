@@ -226,7 +226,7 @@ def inputs_changed(p: Project, problems: list[str]) -> Change:
     p.last_good, p.attempts, p.retry_at, p.crash_resumes, p.advance_once = S.pending, 0, None, 0, False
     p.storyboard_json = p.final_url = p.cover_url = p.final_duration = None
     p.progress = 0
-    p.error = "；".join(problems)
+    p.error, p.notice = "；".join(problems), ""
     p.progress_text = "输入有误" if problems else "排队中"
     return change
 
@@ -240,7 +240,7 @@ def action(p: Project, event: Event) -> Change:
     if event not in USER_ACTIONS:
         raise ValueError(f"{event} is not a user action")
     change = _move(p, event)
-    p.retry_at, p.error = None, ""
+    p.retry_at, p.error, p.notice = None, "", ""
     if event == Event.cancel:
         p.progress_text, p.advance_once = "已取消", False
         return change
@@ -257,8 +257,9 @@ def accepts(p: Project, event: Event) -> bool:
 
 
 def action_refused(p: Project, message: str) -> Change:
-    """The 操作 is cleared, and the error says why it was not taken (beside the row's own problems)."""
-    p.error = message if not p.error or message in p.error else f"{p.error}；{message}"
+    """The 操作 is cleared, and the row says why it was not taken (beside its own problems) until
+    the next 操作 or input edit."""
+    p.notice = message
     return _move(p, Event.action_refused)
 
 

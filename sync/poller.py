@@ -62,6 +62,10 @@ class Poller:
             except SheetReelError as e:
                 log.warning("row skipped record=%s error=%s", record.record_id, e)
                 continue
+            except Exception:  # noqa: BLE001 - one row we cannot handle must not stop the table
+                log.exception("row failed record=%s", record.record_id)
+                self._unreadable(record)
+                continue
             if not done:
                 deferred.append(modified)
         # A row we could not handle now (its project is busy) must be read again next time.
@@ -112,6 +116,20 @@ class Poller:
                 self.life.commit(project.id, lambda q: [t(q) for t in transitions])
             return True
 
+    def _unreadable(self, record: Record) -> None:
+        """The row broke something we did not foresee: it shows a Chinese error instead of
+        silently never moving, and it is not read again until the user edits it."""
+        message = "读取这一行时出错：请检查各列内容是否正常（例如删掉异常字符后重新填写），仍不行请联系工程师查看日志"
+        project = self.store.by_record(self.table.table_id, record.record_id)
+        try:
+            if project is None:
+                project = new_project(RowInput(record_id=record.record_id), self.table.table_id)
+                self.life.create(project, lambda q: [lifecycle.inputs_changed(q, [message])])
+            elif message not in (project.error, project.notice):  # the newest row is read again each poll
+                self.life.commit(project.id, lambda q: lifecycle.action_refused(q, message))
+        except Exception:  # noqa: BLE001 - the log line above is all we can do then
+            log.exception("row error not recorded record=%s", record.record_id)
+
     def _create(self, row: RowInput) -> None:
         project = new_project(row, self.table.table_id)
         _, changes = self._news(project, row, new=True)
@@ -139,14 +157,19 @@ class Poller:
         return transitions, changes
 
     def _action(self, p: Project, row: RowInput) -> lifecycle.Transition:
-        """The transition for the row's 操作: what it asks, or the error that explains a refusal."""
+        """The transition for the row's 操作: what it asks, or the notice that explains a refusal."""
         stamp = row.modified_ms
         try:
             act = self.actions.prepare(p, parse_action(row.action), row)
             log.info("action taken project=%s record=%s action=%s", p.id, row.record_id, row.action)
-        except BadInput as e:
-            message = str(e)
-            log.info("action refused project=%s record=%s action=%s", p.id, row.record_id, row.action)
+        except Exception as e:  # noqa: BLE001 - whatever the cell holds, the row says why and the table goes on
+            if isinstance(e, BadInput):
+                message = str(e)
+                log.info("action refused project=%s record=%s action=%s", p.id, row.record_id, row.action)
+            else:
+                log.exception("action failed project=%s record=%s action=%s", p.id, row.record_id, row.action)
+                message = (f"操作“{row.action}”无法执行：请检查「{self.cols.storyboard}」等列的内容后重新选择，"
+                           "仍不行请联系工程师查看日志")
 
             def act(q: Project) -> Change:
                 return lifecycle.action_refused(q, message)

@@ -17,6 +17,11 @@ from storage.models import Mode
 from sync.columns import MODE_LABELS, Columns
 
 MIN_SHOTS, MAX_SHOTS = 1, 20
+# Longest text a cell may hold. A scene goes into every shot's prompt, so past this it is refused
+# with a sentence, not cut where the model would read half a thought.
+MAX_TITLE, MAX_SCENE, MAX_URL = 200, 2000, 4096
+# Years a publish date may be in: the date picker offers year 1, which no video is published in.
+MIN_YEAR, MAX_YEAR = 2000, 2100
 
 
 class ImageRef(BaseModel):
@@ -72,30 +77,40 @@ def text_of(cell: Any) -> str:
 
 
 def parse_row(record: Record, cols: Columns, default_template: str, tz: ZoneInfo) -> RowInput:
+    """Never raises: a cell that cannot be read becomes a problem sentence and its value None."""
     f = record.fields
     problems: list[str] = []
 
-    def parsed(parse, raw):
+    def parsed(column: str, parse, raw):
         try:
             return parse(raw)
         except BadInput as e:
             problems.append(str(e))
-            return None
+        except Exception:  # noqa: BLE001 - any cell shape we did not foresee is that cell's problem
+            problems.append(f"「{column}」列的内容无法读取：请清空后重新填写")
+        return None
 
-    image, scene = _image_ref(f.get(cols.image)), text_of(f.get(cols.scene)).strip()
-    template = text_of(f.get(cols.template)).strip() or default_template
+    def text(column: str, limit: int | None = None) -> str:
+        value = parsed(column, lambda raw: text_of(raw).strip(), f.get(column)) or ""
+        if limit is not None and len(value) > limit:
+            problems.append(f"「{column}」太长（{len(value)} 字）：最多 {limit} 字，请删减")
+        return value
+
+    image = parsed(cols.image, _image_ref, f.get(cols.image))
+    scene, template = text(cols.scene, MAX_SCENE), text(cols.template) or default_template
     raw_shots, raw_date = f.get(cols.shot_count), f.get(cols.publish_date)
+    mode = MODE_LABELS.get(text(cols.mode), "auto")
     return RowInput(
         record_id=record.record_id,
-        title=text_of(f.get(cols.title)).strip(),
+        title=text(cols.title, MAX_TITLE)[:MAX_TITLE],
         image=image,
-        scene=scene,
-        template=template,
-        shot_count=parsed(shot_count, raw_shots),
-        publish_date=parsed(lambda raw: publish_date(raw, tz), raw_date),
-        mode=Mode(MODE_LABELS.get(text_of(f.get(cols.mode)).strip(), "auto")),
-        action=text_of(f.get(cols.action)).strip(),
-        storyboard=text_of(f.get(cols.storyboard)),
+        scene=scene[:MAX_SCENE],  # the digest below sees it whole: an edit past the cut is news
+        template=template[:100],
+        shot_count=parsed(cols.shot_count, shot_count, raw_shots),
+        publish_date=parsed(cols.publish_date, lambda raw: publish_date(raw, tz), raw_date),
+        mode=Mode(mode),
+        action=text(cols.action)[:100],
+        storyboard=parsed(cols.storyboard, text_of, f.get(cols.storyboard)) or "",
         modified_ms=record.last_modified_time,
         problems=problems,
         input_hash=_input_hash(image, scene, template, raw_shots, raw_date),
@@ -104,8 +119,10 @@ def parse_row(record: Record, cols: Columns, default_template: str, tz: ZoneInfo
 
 def _image_ref(cell: Any) -> ImageRef | None:
     if isinstance(cell, list) and cell and isinstance(cell[0], dict) and cell[0].get("file_token"):
-        return ImageRef(file_token=cell[0]["file_token"], name=cell[0].get("name", ""))
+        return ImageRef(file_token=str(cell[0]["file_token"]), name=str(cell[0].get("name") or ""))
     url = text_of(cell).strip()
+    if len(url) > MAX_URL:
+        raise BadInput(f"首帧图片链接太长（{len(url)} 字符）：最多 {MAX_URL} 字符")
     return ImageRef(url=url) if url else None
 
 
@@ -119,7 +136,7 @@ def shot_count(raw: Any) -> int | None:
     except ValueError:
         value = float("nan")
     if not value.is_integer() or not MIN_SHOTS <= value <= MAX_SHOTS:
-        raise BadInput(f"段数“{text}”无效：请填写 {MIN_SHOTS} 到 {MAX_SHOTS} 之间的整数 (shot count must be {MIN_SHOTS}-{MAX_SHOTS})")
+        raise BadInput(f"段数“{text[:40]}”无效：请填写 {MIN_SHOTS} 到 {MAX_SHOTS} 之间的整数 (shot count must be {MIN_SHOTS}-{MAX_SHOTS})")
     return int(value)
 
 
@@ -130,13 +147,17 @@ def publish_date(raw: Any, tz: ZoneInfo) -> date | None:
     """A Bitable date cell is ms since the epoch; a text cell may hold 2026-11-22. Empty: None (today)."""
     if raw is None or raw == "" or raw == []:
         return None
-    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-        return datetime.fromtimestamp(raw / 1000, tz).date()
     text = text_of(raw).strip()
-    m = _DATE.match(text)
+    day = None
     try:
-        if m:
-            return date(int(m[1]), int(m[2]), int(m[3]))
-    except ValueError:
-        pass
-    raise BadInput(f"发布日期“{text}”无效：请填写日期，例如 2026-11-22 (publish date must be a date)")
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            day = datetime.fromtimestamp(raw / 1000, tz).date()
+        elif m := _DATE.match(text):
+            day = date(int(m[1]), int(m[2]), int(m[3]))
+    except (ValueError, OverflowError, OSError):  # outside what a calendar (or the platform) can hold
+        day = None
+    if day is None:
+        raise BadInput(f"发布日期“{text[:40]}”无效：请填写日期，例如 2026-11-22 (publish date must be a date)")
+    if not MIN_YEAR <= day.year <= MAX_YEAR:
+        raise BadInput(f"发布日期 {day.isoformat()} 不在 {MIN_YEAR} 到 {MAX_YEAR} 年之间：请重新选择日期")
+    return day

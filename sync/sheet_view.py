@@ -31,7 +31,7 @@ def render(
     fields: dict = {
         cols.status: project.state.label,
         cols.progress: progress_text(project),
-        cols.error: project.error or None,
+        cols.error: "；".join(m for m in (project.error, project.notice) if m) or None,
         cols.project_id: project.id,
         cols.updated_at: int(now.timestamp() * 1000),
     }
