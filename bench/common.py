@@ -15,7 +15,7 @@ BENCH_TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 def schema() -> list[tuple]:
     out = []
-    for name, ftype, options in Columns().schema(["bench-gpu"]):
+    for name, ftype, options in Columns().schema(["bench-gpu", "bench-small"]):
         out.append((name, ftype, {"options": [{"name": o} for o in options]}) if options else (name, ftype))
     return out
 

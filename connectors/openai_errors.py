@@ -1,7 +1,7 @@
 """openai SDK exceptions become our error tree here, once, for every OpenAI-compatible connector.
 
     RateLimitError (429)                              -> RateLimited (retry_after from headers)
-    APITimeoutError, APIConnectionError, 5xx, 408/409 -> Transient
+    APITimeoutError, APIConnectionError, 5xx, 408/409 -> Unavailable (never uses up a step's attempts)
     APIResponseValidationError (a broken body)        -> Transient
     AuthenticationError, PermissionDeniedError        -> AuthFailed
     BadRequestError, NotFoundError, other 4xx          -> Permanent (names the model and base URL)
@@ -19,7 +19,7 @@ from email.utils import parsedate_to_datetime
 
 import openai
 
-from storage.errors import AuthFailed, Permanent, RateLimited, SheetReelError, Transient
+from storage.errors import AuthFailed, Permanent, RateLimited, SheetReelError, Transient, Unavailable
 
 # Timeouts and conflicts on the vendor side clear up by themselves.
 _TRANSIENT_STATUS = (408, 409)
@@ -41,9 +41,9 @@ def translate(err: openai.OpenAIError, *, service: str, model: str, base_url: st
     if isinstance(err, openai.RateLimitError):
         return RateLimited(f"{where}请求过于频繁，稍后自动重试 (rate limited)", retry_after(err.response.headers))
     if isinstance(err, openai.APITimeoutError):
-        return Transient(f"{where}响应超时，稍后自动重试 (timeout)")
+        return Unavailable(f"{where}响应超时，稍后自动重试 (timeout)")
     if isinstance(err, openai.APIConnectionError):
-        return Transient(f"{where}无法连接，稍后自动重试 (connection error)")
+        return Unavailable(f"{where}无法连接，稍后自动重试 (connection error)")
     if isinstance(err, (openai.AuthenticationError, openai.PermissionDeniedError)):
         return AuthFailed(f"{where}鉴权失败：请检查 API key 与权限 (HTTP {err.status_code})")
     if isinstance(err, openai.APIStatusError):
@@ -71,7 +71,7 @@ def retry_after(headers) -> float | None:
 def _status_error(err: openai.APIStatusError, where: str, detail: str) -> SheetReelError:
     status = err.status_code
     if status >= 500 or status in _TRANSIENT_STATUS:
-        return Transient(f"{where}服务端出错（HTTP {status}），稍后自动重试")
+        return Unavailable(f"{where}服务端出错（HTTP {status}），稍后自动重试")
     if isinstance(err, openai.NotFoundError):
         return Permanent(f"{where}不存在：请检查模型名称和服务地址 (HTTP 404: {detail})")
     return Permanent(f"{where}拒绝了请求（HTTP {status}）：{detail}")

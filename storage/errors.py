@@ -5,8 +5,10 @@
     ├── NotFound             something the row points to does not exist
     ├── AuthFailed           credentials or permissions; an engineer must act
     ├── Permanent            will fail the same way again (missing column, bad value)
-    ├── Transient            try again later (timeouts, 5xx, broken bodies)
-    │   └── RateLimited      try again after `retry_after` seconds
+    ├── Transient            try again later (broken bodies, CUDA out of memory)
+    │   └── Unavailable      the service is down or busy (connection, timeout, 5xx): waiting on
+    │       │                it never uses up a step's attempts
+    │       └── RateLimited  try again after `retry_after` seconds
     └── MediaError           ffmpeg failed; carries the tail of stderr
 
 Only the project runner decides whether to retry (Transient) or fail (everything else).
@@ -41,7 +43,11 @@ class Transient(SheetReelError):
     retryable = True
 
 
-class RateLimited(Transient):
+class Unavailable(Transient):
+    """The outside service, not this project, is the problem: an outage must not fail the work."""
+
+
+class RateLimited(Unavailable):
     def __init__(self, message: str, retry_after: float | None = None):
         super().__init__(message)
         self.retry_after = retry_after

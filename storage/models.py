@@ -122,6 +122,8 @@ class Project(SQLModel, table=True):
     cover_url: str | None = None
     final_duration: float | None = None
     attempts: int = 0
+    # Waits on a service that was down or busy: backed off on their own, never counted as attempts.
+    outage_waits: int = 0
     retry_at: datetime | None = Field(default=None, sa_column=Column(AwareDateTime))
     # The row was deleted from the sheet: the project is kept, but nothing is written back any more.
     row_deleted: bool = False

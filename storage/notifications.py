@@ -23,6 +23,16 @@ class NotificationStore(Repo):
             q = select(Notification).where(Notification.project_id == project_id).order_by(Notification.id)
             return list(s.exec(q))
 
+    def release(self, before: datetime) -> None:
+        """The chat answers again: unsent messages postponed to before `before` are due now."""
+        with self.session() as s:
+            q = select(Notification).where(Notification.sent_at == None, Notification.next_attempt_at != None,  # noqa: E711
+                                           Notification.next_attempt_at < before)
+            for row in s.exec(q):
+                row.next_attempt_at = None
+                s.add(row)
+            s.commit()
+
     def mark_sent(self, note: Notification) -> None:
         self._mark(note, None, None)
 

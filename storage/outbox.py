@@ -60,6 +60,14 @@ class OutboxStore(Repo):
                 s.add(entry)
             s.commit()
 
+    def release(self) -> None:
+        """The table answers again: every postponed write is due now, its backoff started over."""
+        with self.session() as s:
+            for entry in s.exec(select(OutboxEntry).where(OutboxEntry.next_attempt_at != None)):  # noqa: E711
+                entry.attempts, entry.next_attempt_at = 0, None
+                s.add(entry)
+            s.commit()
+
     def pending_for(self, record_id: str, column: str) -> bool:
         """Whether a write of `column` to this record has not reached the sheet yet."""
         with self.session() as s:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 
 @dataclass(frozen=True)
@@ -43,3 +44,19 @@ class RetryPolicy:
     def next_delay(self, failures: int, retry_after: float | None = None) -> float | None:
         """The wait before the next try, or None when the policy says give up."""
         return None if self.exhausted(failures, retry_after) else self.delay(failures, retry_after)
+
+
+@dataclass
+class Probe:
+    """While a service is down, what waits on it backs off item by item; the probe tries one of them
+    every `every` seconds anyway, and the first success releases them all. So the lag after an
+    outage is about `every`, not the longest backoff reached during it."""
+
+    every: timedelta = timedelta(seconds=10)
+    last_try: datetime | None = field(default=None)
+
+    def due(self, now: datetime) -> bool:
+        return self.last_try is None or now - self.last_try >= self.every
+
+    def tried(self, now: datetime) -> None:
+        self.last_try = now

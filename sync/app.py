@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -87,7 +88,16 @@ def make_writer(settings: Settings, stores: Stores, table: BitableClient, life: 
         except KeyError:
             log.warning("sheet write refused for a project that no longer exists project=%s", project_id)
 
-    flusher = OutboxFlusher(stores.outbox, stores.sync, table, clock, settings.sheet_retry(), on_permanent=refused)
+    def missing(project_id: str, columns: list[str]) -> None:
+        project = stores.projects.get(project_id)
+        if project is not None and not lifecycle.columns_noticed(project, columns):  # said once, not every flush
+            try:
+                life.commit(project_id, lambda q: lifecycle.columns_missing(q, columns))
+            except KeyError:
+                pass  # deleted meanwhile
+
+    flusher = OutboxFlusher(stores.outbox, stores.sync, table, clock, settings.sheet_retry(),
+                            on_permanent=refused, on_missing=missing)
     messenger = make_messenger(settings, table)
     notifier = Notifier(stores.notes, messenger, clock, settings.sheet_retry()) if messenger else None
     return TableWriter(make_locks(settings), table.table_id, flusher, notifier)
@@ -126,6 +136,7 @@ class App:
                 storyboard_backend=settings.storyboard_backend,
                 segment_backend=settings.segment_backend,
                 retry=settings.step_retry(),
+                outage_retry=settings.outage_retry(),
                 max_crash_resumes=settings.max_crash_resumes,
                 gpu_slots=threading.BoundedSemaphore(settings.gpu_slots),
                 stopping=self.stopping,
@@ -143,14 +154,21 @@ class App:
     def flush(self) -> None:
         self.writer.flush()
 
-    def once(self, timeout: float = 3600) -> None:
-        """One poll, run everything it found to a resting point, write every result back."""
+    def once(self, timeout: float = 3600, write_timeout: float = 600) -> bool:
+        """One poll, run everything it found to a resting point, writing results back as they come
+        (cron users see 生成中 and finished rows while a slow one still runs). False when sheet
+        writes are still pending at the end (the table is down): the next `once` or `run` sends them."""
         self.tick()
-        self.pool.wait_idle(timeout)
-        self.drain_outbox(timeout=min(timeout, 600))
+        flush, deadline = self._safe(self.flush), time.monotonic() + timeout
+        while not self.pool.wait_idle(min(self.settings.flush_interval_seconds, max(deadline - time.monotonic(), 0))):
+            if time.monotonic() > deadline:
+                break
+            flush()
+        return self.drain_outbox(timeout=write_timeout)
 
     def drain_outbox(self, timeout: float) -> bool:
         return self.writer.drain(timeout)
+
     def run(self, stop: threading.Event) -> None:
         """Poll and flush on a schedule until `stop` is set, then let running steps finish."""
         scheduler = BackgroundScheduler(timezone=self.settings.tz)

@@ -27,6 +27,9 @@ settings come from the environment or a .env file: FEISHU_APP_ID, FEISHU_APP_SEC
 FEISHU_APP_TOKEN, FEISHU_TABLE_ID, SHEETREEL_DATA_DIR, ... (see README)."""
 
 
+PENDING_WRITES = 3  # exit code of `once` when results are done but not all of them reached the sheet
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sheetreel",
@@ -61,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
                        ("run", "poll the table forever; stop with Ctrl-C or SIGTERM")):
         c = sub.add_parser(name, help=text, description=text + ". Settings come from the environment or .env.")
         c.add_argument("--data-dir", type=Path, default=None, help="data dir (default SHEETREEL_DATA_DIR or ./data)")
+        if name == "once":
+            c.add_argument("--wait-writes", type=float, default=600, metavar="SECONDS",
+                           help="how long to keep sending sheet writes the table refuses for now (default 600); "
+                                f"exit code {PENDING_WRITES} if some are still pending")
     COMMANDS.update(cli_ops.register(sub))
     return p
 
@@ -144,8 +151,14 @@ def _live_app(args):
 
 
 def cmd_once(args) -> int:
-    _live_app(args).once()
-    return 0
+    app = _live_app(args)
+    if app.once(write_timeout=args.wait_writes):
+        return 0
+    print(f"Warning: {app.stores.outbox.size()} sheet writes are still pending (the table did not accept them)",
+          file=sys.stderr)
+    print("Hint: they are kept and sent by the next `sheetreel once` or `run`; `sheetreel health` shows why",
+          file=sys.stderr)
+    return PENDING_WRITES
 
 
 def cmd_run(args) -> int:

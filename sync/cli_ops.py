@@ -203,8 +203,10 @@ def cmd_health(args) -> int:
 
     settings = load_settings(args.data_dir)
     checks: dict[str, tuple[bool, str]] = {}
+    shots = 1
     try:
         stores = make_stores(settings)
+        shots = max((p.shot_count or 1 for p in stores.projects.projects()), default=1)
         stores.sync.set_watermark("__health__", 0)
         backlog = stores.outbox.size()
         checks["db"] = (True, "writable")
@@ -220,7 +222,12 @@ def cmd_health(args) -> int:
         else:
             try:
                 table: BitableClient = make_table(live)
-                checks["sheet"] = (True, f"{len(table.list_fields())} columns")
+                names = {f.name for f in table.list_fields()}
+                checks["sheet"] = (True, f"{len(names)} columns")
+                # A missing column silently loses that part of every row's write.
+                missing = [c for c in live.columns.needed(shots) if c not in names]
+                checks["columns"] = (not missing, f"missing {', '.join(missing)} (sheetreel init adds them)"
+                                     if missing else "every column SheetReel uses is there")
             except SheetReelError as e:
                 checks["sheet"] = (False, str(e))
     ok = all(good for good, _ in checks.values())

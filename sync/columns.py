@@ -58,6 +58,12 @@ class Columns(BaseModel):
         """What a poll needs to read of each row."""
         return [self.title, *self.user_columns(), self.action, self.storyboard]
 
+    def needed(self, segments: int) -> list[str]:
+        """Every column SheetReel reads or writes for projects of up to `segments` shots."""
+        written = [self.status, self.progress, self.error, *(self.segment(n) for n in range(1, segments + 1)),
+                   self.final_url, self.final_video, self.cover, self.project_id, self.updated_at]
+        return [*self.read_columns(), *written]
+
     def schema(self, templates: list[str]) -> list[tuple[str, int, list[str]]]:
         """(name, field type, select options) of every column, in sheet order; the title first."""
         from storage.models import STATE_LABELS

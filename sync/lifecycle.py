@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from storage.errors import RateLimited, SheetReelError, Transient
+from storage.errors import RateLimited, SheetReelError, Transient, Unavailable
 from storage.models import Mode, Project, ProjectState, Segment, StepOutcome
 from storage.projects import Effects, ProjectStore
 from storage.retry import RetryPolicy
@@ -69,6 +69,7 @@ class Event(str, enum.Enum):
     resync = "resync"  # repair: write the whole row again
     row_deleted = "row_deleted"
     sheet_refused = "sheet_refused"  # the sheet refused our write for good
+    columns_missing = "columns_missing"  # the table lacks columns the write needs; the rest landed
 
 
 USER_ACTIONS = frozenset({Event.start, Event.resume, Event.redo_storyboard, Event.redo_segment, Event.compose,
@@ -119,6 +120,7 @@ TABLE: dict[Event, dict[ProjectState, Target]] = {
     Event.resync: _to(ALL, SAME),
     Event.row_deleted: _to(ALL, SAME),
     Event.sheet_refused: _to(ALL, SAME),
+    Event.columns_missing: _to(ALL, SAME),
 }
 ANNOUNCED = frozenset({Event.step_failed, Event.crash_loop, Event.inputs_invalid})
 # Events after which a pending 取消 means nothing any more: the user asked for something newer,
@@ -224,6 +226,7 @@ def inputs_changed(p: Project, problems: list[str]) -> Change:
     """New inputs: everything made from the old ones is stale (the caller removed the files)."""
     change = _move(p, Event.inputs_invalid if problems else Event.inputs_changed)
     p.last_good, p.attempts, p.retry_at, p.crash_resumes, p.advance_once = S.pending, 0, None, 0, False
+    p.outage_waits = 0
     p.storyboard_json = p.final_url = p.cover_url = p.final_duration = None
     p.progress = 0
     p.error, p.notice = "；".join(problems), ""
@@ -244,7 +247,7 @@ def action(p: Project, event: Event) -> Change:
     if event == Event.cancel:
         p.progress_text, p.advance_once = "已取消", False
         return change
-    p.attempts, p.crash_resumes, p.advance_once, p.progress_text = 0, 0, True, "排队中"
+    p.attempts, p.outage_waits, p.crash_resumes, p.advance_once, p.progress_text = 0, 0, 0, True, "排队中"
     if event == Event.redo_segment:
         p.takes += 1  # part of every generation seed: a redo is a new take, not the same video
     if event == Event.redo_storyboard:
@@ -286,29 +289,43 @@ def step_progress(p: Project, progress: int, text: str, made: bool = False) -> C
 
 def step_succeeded(p: Project, progress: int, text: str) -> Change:
     change = _move(p, Event.step_succeeded)
-    p.last_good, p.attempts, p.retry_at, p.crash_resumes = p.state, 0, None, 0
+    p.last_good, p.attempts, p.outage_waits, p.retry_at, p.crash_resumes = p.state, 0, 0, None, 0
     p.progress, p.progress_text = progress, text
     if p.state == S.completed:
         p.error = ""
     return change
 
 
-def step_failed(p: Project, err: SheetReelError, now: datetime, policy: RetryPolicy) -> Change:
-    """A transient error is tried again later while the policy allows; anything else fails."""
-    p.attempts += 1
+# Waiting out a service outage: backed off to 10 minutes, for about a day.
+OUTAGE = RetryPolicy(attempts=150, base=5.0, cap=600.0, jitter=0.5)
+
+
+def step_failed(p: Project, err: SheetReelError, now: datetime, policy: RetryPolicy,
+                outage: RetryPolicy = OUTAGE) -> Change:
+    """A transient error is tried again later while the policy allows; anything else fails.
+
+    A service that is down or busy (Unavailable) is not the project's fault: those waits back off on
+    their own count under `outage` and never use up the step's attempts.
+    """
     retry_after = err.retry_after if isinstance(err, RateLimited) else None
-    wait = policy.next_delay(p.attempts, retry_after) if isinstance(err, Transient) else None
+    if isinstance(err, Unavailable):
+        p.outage_waits += 1
+        wait, tries = outage.next_delay(p.outage_waits, retry_after), p.outage_waits
+    else:
+        p.attempts += 1
+        wait = policy.next_delay(p.attempts, retry_after) if isinstance(err, Transient) else None
+        tries = p.attempts
     if wait is not None:
         change = _move(p, Event.step_retry)
         p.retry_at = now + timedelta(seconds=wait)
-        p.error, p.progress_text = str(err), f"等待重试（第{p.attempts}次）"
+        p.error, p.progress_text = str(err), f"等待重试（第{tries}次）"
         return change
     change = _move(p, Event.step_failed)
     p.retry_at, p.progress_text = None, "失败"
     message = str(err)
     if isinstance(err, Transient):
         # "will retry by itself" is no longer true: say what the user can do instead.
-        message = message.replace("稍后自动重试", f"已自动重试{p.attempts}次仍失败，请稍后在「操作」选择“重试”")
+        message = message.replace("稍后自动重试", f"已自动重试{tries}次仍失败，请稍后在「操作」选择“重试”")
     p.error = message
     return change
 
@@ -345,7 +362,7 @@ def reset(p: Project) -> Change:
 def files_missing(p: Project, segments: bool) -> Change:
     """Repair found outputs gone: go back to the stage that makes them, and run it once."""
     change = _move(p, Event.missing_segments if segments else Event.missing_final)
-    p.last_good, p.advance_once, p.attempts, p.retry_at = p.state, True, 0, None
+    p.last_good, p.advance_once, p.attempts, p.outage_waits, p.retry_at = p.state, True, 0, 0, None
     p.progress_text = "文件缺失，重新生成"
     return change
 
@@ -360,8 +377,31 @@ def row_deleted(p: Project) -> Change:
 
 
 def sheet_refused(p: Project, message: str) -> Change:
-    p.error = f"写回表格失败：{message}"
+    # A notice, not the error: the project's own error (why it failed) must survive a refused
+    # write, and a repair's rewrite of the row.
+    p.notice = f"写回表格失败：{message}"
     return _move(p, Event.sheet_refused)
+
+
+COLUMNS_MISSING = "表格缺少"
+
+
+def columns_missing_notice(columns: list[str]) -> str:
+    names = "".join(f"「{c}」" for c in columns)
+    return f"{COLUMNS_MISSING}{names}列，这些内容没有写回：请在表格里加上这些列（运行 sheetreel init 可自动补齐）"
+
+
+def columns_noticed(p: Project, columns: list[str]) -> bool:
+    """Whether the row already says what the table lacks (nothing, once the columns are back)."""
+    if columns:
+        return p.notice == columns_missing_notice(columns)
+    return not p.notice.startswith(COLUMNS_MISSING)
+
+
+def columns_missing(p: Project, columns: list[str]) -> Change:
+    """The row's other cells landed; it says which columns the table lacks until they are added."""
+    p.notice = columns_missing_notice(columns) if columns else ""
+    return _move(p, Event.columns_missing)
 
 
 # -- committing ---------------------------------------------------------------------------------

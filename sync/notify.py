@@ -10,8 +10,9 @@ from datetime import datetime, timedelta
 
 from connectors.feishu.protocol import Messenger
 from storage.errors import RateLimited, SheetReelError, Transient
+from storage.models import Notification
 from storage.notifications import NotificationStore
-from storage.retry import RetryPolicy
+from storage.retry import Probe, RetryPolicy
 
 log = logging.getLogger(__name__)
 # A message refused as often as the policy allows stays unsent, with its error, for `inspect-db`.
@@ -31,30 +32,46 @@ class Notifier:
         self.notes, self.messenger, self.clock, self.retry = notes, messenger, clock, retry
         self.min_interval, self.sleep = min_interval, sleep
         self._lock = threading.Lock()
+        self._probe = Probe()
 
     def flush(self) -> int:
         """Send what is due. A temporary failure postpones that message by the retry policy and
-        stops this round (the chat is unavailable); a refused one is tried again up to the
-        policy's attempts, as a refusal can be a passing permission change."""
-        sent = 0
+        stops this round; a refused one is tried again up to the policy's attempts, as a refusal
+        can be a passing permission change. While the chat is down one message probes it."""
         with self._lock:
-            for note in self.notes.due(self.clock()):
-                if sent:
-                    self.sleep(self.min_interval)  # Feishu allows 5 messages/s per chat
-                try:
-                    self.messenger.send_card(note.title, note.body, f"sheetreel-{note.project_id}-{note.id}", failed=note.event == "failed")
-                except (RateLimited, Transient) as e:
-                    retry_after = e.retry_after if isinstance(e, RateLimited) else None
-                    self._postpone(note, e, self.retry.delay(note.attempts + 1, retry_after))
-                    log.warning("notification postponed project=%s event=%s error=%s", note.project_id, note.event, e)
-                    break
-                except SheetReelError as e:
-                    wait = self.retry.next_delay(note.attempts + 1)
-                    self._postpone(note, e, wait if wait is not None else GIVEN_UP.total_seconds())
-                    log.error("notification refused project=%s event=%s error=%s", note.project_id, note.event, e)
-                    continue
-                self.notes.mark_sent(note)
-                sent += 1
+            now = self.clock()
+            due = self.notes.due(now)
+            waiting = len(self.notes.due()) - len(due)
+            if not due and waiting and self._probe.due(now):
+                due = self.notes.due(now + GIVEN_UP / 2)[:1]  # is the chat back?
+            if due:
+                self._probe.tried(now)
+            sent = self._send(due)
+            if sent and waiting:
+                self.notes.release(before=now + GIVEN_UP / 2)  # it is: what backed off goes now
+                sent += self._send(self.notes.due(self.clock()))
+        return sent
+
+    def _send(self, notes: list[Notification]) -> int:
+        """Send in order; stop at the first temporary failure (the chat is unavailable)."""
+        sent = 0
+        for note in notes:
+            if sent:
+                self.sleep(self.min_interval)  # Feishu allows 5 messages/s per chat
+            try:
+                self.messenger.send_card(note.title, note.body, f"sheetreel-{note.project_id}-{note.id}", failed=note.event == "failed")
+            except (RateLimited, Transient) as e:
+                retry_after = e.retry_after if isinstance(e, RateLimited) else None
+                self._postpone(note, e, self.retry.delay(note.attempts + 1, retry_after))
+                log.warning("notification postponed project=%s event=%s error=%s", note.project_id, note.event, e)
+                break
+            except SheetReelError as e:
+                wait = self.retry.next_delay(note.attempts + 1)
+                self._postpone(note, e, wait if wait is not None else GIVEN_UP.total_seconds())
+                log.error("notification refused project=%s event=%s error=%s", note.project_id, note.event, e)
+                continue
+            self.notes.mark_sent(note)
+            sent += 1
         return sent
 
     def _postpone(self, note, err: SheetReelError, seconds: float) -> None:

@@ -22,7 +22,7 @@ from storage.errors import NotFound, Permanent, RateLimited, SheetReelError, Tra
 from storage.locks import ProjectLocks
 from storage.models import OutboxEntry
 from storage.outbox import OutboxStore
-from storage.retry import RetryPolicy
+from storage.retry import Probe, RetryPolicy
 from storage.sync_state import SyncState
 
 log = logging.getLogger(__name__)
@@ -70,26 +70,40 @@ class OutboxFlusher:
         clock: Callable[[], datetime],
         retry: RetryPolicy,
         on_permanent: Callable[[str, str], None] | None = None,
+        on_missing: Callable[[str, list[str]], None] | None = None,
         batch_size: int = 500,
     ):
         self.outbox, self.uploads, self.table, self.clock = outbox, uploads, table, clock
-        self.retry, self.on_permanent, self.batch_size = retry, on_permanent, batch_size
+        self.retry, self.on_permanent, self.on_missing, self.batch_size = retry, on_permanent, on_missing, batch_size
         self._lock = threading.Lock()
+        self._probe = Probe()
         self._known_fields: set[str] | None = None
+        self._known_at: datetime | None = None
         self._failing = False
 
     def flush(self) -> FlushResult:
         with self._lock:
             result = FlushResult()
             now = self.clock()
+            rows = coalesce(self.outbox.entries())
             # A record waits as a whole: sending its newer entries ahead of a postponed older one
             # would let the older value land last and win.
-            rows = [r for r in coalesce(self.outbox.entries()) if r.not_before is None or r.not_before <= now]
-            for i in range(0, len(rows), self.batch_size):
-                if not self._send(rows[i : i + self.batch_size], result):
-                    result.postponed += sum(len(r.entry_ids) for r in rows[i + self.batch_size :])
-                    break
+            due = [r for r in rows if r.not_before is None or r.not_before <= now]
+            if not due and rows and self._probe.due(now):
+                due = [min(rows, key=lambda r: r.not_before)]  # is the table back?
+            if due:
+                self._probe.tried(now)
+            if self._send_all(due, result) and result.written and len(due) < len(rows):
+                self.outbox.release()  # it is: what backed off during the outage goes now
+                self._send_all(coalesce(self.outbox.entries()), result)
             return result
+
+    def _send_all(self, rows: list[RowWrite], result: FlushResult) -> bool:
+        for i in range(0, len(rows), self.batch_size):
+            if not self._send(rows[i : i + self.batch_size], result):
+                result.postponed += sum(len(r.entry_ids) for r in rows[i + self.batch_size :])
+                return False
+        return True
 
     def _send(self, batch: list[RowWrite], result: FlushResult) -> bool:
         """Write one batch. False when the table is unavailable and the rest should wait."""
@@ -116,11 +130,22 @@ class OutboxFlusher:
         return True
 
     def _cells(self, row: RowWrite) -> dict:
+        wanted = {k for k, v in row.fields.items() if v is not None} | set(row.attachments)
+        if not wanted <= self._fields():
+            self._fields(fresh=True)  # the user may have added the column since we last looked
         known = self._fields()
-        # Clearing a column the table does not have is a no-op, not an error (segment columns
-        # beyond the ones a table was created with).
-        cells = {k: v for k, v in row.fields.items() if v is not None or k in known}
+        # A column the table lacks (deleted by a user, or 段8视频 in a table made with six) must not
+        # sink the row's other cells: they land, and the row says what is missing. Clearing such
+        # a column is a no-op, not a problem.
+        if missing := [k for k in (*row.fields, *row.attachments) if k in wanted - known]:
+            log.warning("columns missing project=%s record=%s columns=%s", row.project_id, row.record_id,
+                        ",".join(missing))
+        if self.on_missing:  # also when none are, to clear the row's notice once they are back
+            self.on_missing(row.project_id, missing)
+        cells = {k: v for k, v in row.fields.items() if k in known}
         for column, files in row.attachments.items():
+            if column not in known:
+                continue
             present = [Path(f) for f in files if Path(f).is_file()]
             if len(present) < len(files):
                 # Deleted since the write was queued (new inputs, a cleanup): the cell keeps what
@@ -130,9 +155,12 @@ class OutboxFlusher:
                 cells[column] = [{"file_token": self._upload(f)} for f in present]
         return cells
 
-    def _fields(self) -> set[str]:
-        if self._known_fields is None:
-            self._known_fields = {f.name for f in self.table.list_fields()}
+    def _fields(self, fresh: bool = False) -> set[str]:
+        now = self.clock()
+        # Refreshed at most once a minute while a column is missing: one listing per flush, not per row.
+        stale = fresh and (self._known_at is None or now - self._known_at > timedelta(minutes=1))
+        if self._known_fields is None or stale:
+            self._known_fields, self._known_at = {f.name for f in self.table.list_fields()}, now
         return self._known_fields
 
     def _upload(self, path: Path) -> str:

@@ -51,6 +51,7 @@ class RunnerDeps:
     storyboard_backend: str = "template"
     segment_backend: str = "kenburns"
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    outage_retry: RetryPolicy = lifecycle.OUTAGE
     max_crash_resumes: int = 3
     host: str = field(default_factory=socket.gethostname)
     # The GPU host has this many generation slots; CPU stages of other projects run meanwhile.
@@ -126,8 +127,8 @@ class ProjectRunner:
             err = e if isinstance(e, SheetReelError) else None
             if err is None:
                 log.exception("step crashed project=%s record=%s step=%s", p.id, p.record_id, step)
-                err = SheetReelError(f"内部错误，请联系工程师查看日志：{type(e).__name__}: {e}")
-            p = self._commit(p, lambda q: lifecycle.step_failed(q, err, self.d.clock(), self.d.retry))
+                err = SheetReelError(f"内部错误，请联系工程师查看日志：{type(e).__name__}: {str(e)[:200]}")
+            p = self._commit(p, lambda q: lifecycle.step_failed(q, err, self.d.clock(), self.d.retry, self.d.outage_retry))
             log.warning("step failed project=%s record=%s step=%s state=%s error=%s",
                         p.id, p.record_id, step, p.state.value, err)
             return None

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     outbox_backoff_cap_seconds: float = Field(default=300.0, alias="OUTBOX_BACKOFF_CAP_SECONDS", gt=0)
     max_attempts: int = Field(default=3, alias="SHEETREEL_MAX_ATTEMPTS", ge=1)
     retry_base_seconds: float = Field(default=5.0, alias="SHEETREEL_RETRY_BASE_SECONDS", ge=0)
+    # A service that is down (Feishu, the LLM, a video provider): waited on, backed off to 10 min, for
+    # about a day at the default before the project gives up.
+    max_outage_waits: int = Field(default=150, alias="SHEETREEL_MAX_OUTAGE_WAITS", ge=1)
     # A step that kills its worker process this many times in a row fails instead of looping.
     max_crash_resumes: int = Field(default=3, alias="SHEETREEL_MAX_CRASH_RESUMES", ge=1)
 
@@ -131,6 +134,10 @@ class Settings(BaseSettings):
     def step_retry(self) -> RetryPolicy:
         """A failed step: tried again after 5 s, 10 s, ... while attempts are left."""
         return RetryPolicy(attempts=self.max_attempts, base=self.retry_base_seconds, cap=3600.0)
+
+    def outage_retry(self) -> RetryPolicy:
+        """A step that met a service outage or rate limit: waited on without using up attempts."""
+        return RetryPolicy(attempts=self.max_outage_waits, base=self.retry_base_seconds, cap=600.0, jitter=0.5)
 
     def sheet_retry(self) -> RetryPolicy:
         """Sheet writes and chat messages: never given up on a temporary error, backed off to the cap."""

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,16 @@ class Sheet:
 
     def app(self) -> App:
         return App(self.settings, make_table(self.settings))
+
+
+def wait_for(condition, timeout: float = 60) -> None:
+    """Poll a condition a user could observe until it holds; generous timeouts for a loaded CI."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
 
 
 def stream_info(video: Path) -> dict:

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from sync import lifecycle
 from sync.app import make_stores
 from sync.rows import text_of
 
-from conftest import Sheet
+from conftest import Sheet, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,15 +40,6 @@ def start(sheet: Sheet) -> subprocess.Popen:
     }
     return subprocess.Popen([sys.executable, "-m", "sync.cli", "run"], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def wait_for(condition, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def finished_segments(store) -> dict[tuple[str, int], int]:

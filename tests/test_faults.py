@@ -57,3 +57,13 @@ def test_every_update_lands_through_rate_limits_errors_and_an_outage(emulator, t
         distinct |= {hashlib.sha256(f.read_bytes()).hexdigest() for f in (paths.final_video, paths.cover)}
     uploaded = [m for m in emulator._state.media.values() if m.name in ("final.mp4", "cover.jpg")]
     assert len(uploaded) == len(distinct)
+
+
+def test_an_outage_fails_no_project_drops_no_message_and_the_sheet_catches_up_within_30s(tmp_path):
+    from bench import outage
+
+    figures = outage.run(rows=5, outage=12, before=2, timeout=400, data_dir=tmp_path / "d")
+    assert figures.faults.get("outage", 0) > 0 and figures.faults.get("rate_limit", 0) > 0, figures.line()
+    assert (figures.completed, figures.failed) == (5, 0), figures.line()
+    assert len(figures.announced) == 5 and set(figures.announced.values()) == {1}, figures.line()
+    assert figures.lag_after_outage is not None and figures.lag_after_outage < 30, figures.line()

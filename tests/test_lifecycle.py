@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from storage.errors import BadInput, RateLimited, Transient
+from storage.errors import BadInput, RateLimited, Transient, Unavailable
 from storage.models import Mode, Project, ProjectState
 from storage.retry import RetryPolicy
 from sync import lifecycle
@@ -57,6 +57,7 @@ EXPECTED = {
     Event.resync: everywhere("same"),
     Event.row_deleted: everywhere("same"),
     Event.sheet_refused: everywhere("same"),
+    Event.columns_missing: everywhere("same"),
 }
 PAIRS = [(event, state) for event in Event for state in EVERY]
 
@@ -99,16 +100,36 @@ def test_starting_a_step_remembers_where_it_started_and_failing_returns_there():
 def test_transient_failures_retry_by_the_policy_then_fail_saying_what_to_do():
     policy = RetryPolicy(attempts=3, base=5)
     p = project(G)
-    lifecycle.step_failed(p, Transient("网络超时，稍后自动重试"), NOW, policy)
+    lifecycle.step_failed(p, Transient("回复被截断，稍后自动重试"), NOW, policy)
     assert (p.state, p.attempts, (p.retry_at - NOW).total_seconds()) == (SR, 1, 5)
     assert lifecycle.next_step(p, NOW) is None and lifecycle.next_step(p, p.retry_at) == "segments"
     lifecycle.step_started(p, 10, "")
-    lifecycle.step_failed(p, RateLimited("限流，稍后自动重试", retry_after=42), NOW, policy)
-    assert (p.retry_at - NOW).total_seconds() == 42  # the server's own wait wins
+    lifecycle.step_failed(p, Transient("回复被截断，稍后自动重试"), NOW, policy)
+    assert (p.state, p.attempts, (p.retry_at - NOW).total_seconds()) == (SR, 2, 10)
     lifecycle.step_started(p, 10, "")
-    change = lifecycle.step_failed(p, Transient("网络超时，稍后自动重试"), NOW, policy)
+    change = lifecycle.step_failed(p, Transient("回复被截断，稍后自动重试"), NOW, policy)
     assert p.state == F and change.announced and p.retry_at is None
-    assert "稍后自动重试" not in p.error and "重试" in p.error
+    assert "稍后自动重试" not in p.error and "已自动重试3次仍失败" in p.error
+
+
+def test_an_outage_never_uses_up_attempts_and_backs_off_on_its_own_count():
+    policy, outage = RetryPolicy(attempts=3, base=5), RetryPolicy(attempts=20, base=5, cap=600)
+    p = project(G)
+    waits = []
+    for _ in range(19):
+        lifecycle.step_failed(p, Unavailable("飞书暂时不可用，稍后自动重试"), NOW, policy, outage)
+        waits.append((p.retry_at - NOW).total_seconds())
+        lifecycle.step_started(p, 10, "")
+    assert p.attempts == 0 and p.outage_waits == 19 and waits[:3] == [5, 10, 20] and max(waits) == 600
+    lifecycle.step_failed(p, RateLimited("限流，稍后自动重试", retry_after=42), NOW, policy, outage)
+    assert p.state == F and "已自动重试20次仍失败" in p.error  # an outage of about a day does end
+    # A success starts both counts again; the first real failure counts as attempt 1.
+    q = project(G, outage_waits=7)
+    lifecycle.step_failed(q, RateLimited("限流，稍后自动重试", retry_after=42), NOW, policy, outage)
+    assert (q.state, q.attempts, (q.retry_at - NOW).total_seconds()) == (SR, 0, 42)  # the server's wait wins
+    lifecycle.step_started(q, 10, "")
+    lifecycle.step_succeeded(q, 90, "")
+    assert q.outage_waits == 0
 
 
 def test_crash_resumes_are_counted_and_the_third_fails_the_project():

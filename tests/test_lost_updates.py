@@ -80,7 +80,7 @@ def test_a_refused_sheet_write_never_puts_a_completed_project_back(sheet, step_r
     # The handler's stale copy lost the race and was applied again to the completed project.
     assert calls == [ProjectState.segments_ready, ProjectState.completed]
     after = app.store.get(project.id)
-    assert after.state == ProjectState.completed and "封面" in after.error
+    assert after.state == ProjectState.completed and "封面" in after.notice
     app.once()
     assert compose_runs(app, project.id) == 1 and owed(app, project.id, "completed") == 1
 

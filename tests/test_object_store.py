@@ -26,6 +26,7 @@ from storage.errors import (
     Permanent,
     RateLimited,
     Transient,
+    Unavailable,
 )
 
 from fake_oss import FakeOss, crc64_ecma
@@ -268,7 +269,7 @@ def test_missing_bucket_is_not_found(fake: FakeOss, tmp_path: Path):
 
 
 @pytest.mark.parametrize(("status", "code", "expected"), [
-    (503, "ServiceUnavailable", Transient), (500, "InternalError", Transient),
+    (503, "ServiceUnavailable", Unavailable), (500, "InternalError", Unavailable),
     (429, "TooManyRequests", RateLimited), (503, "SlowDown", RateLimited),
     (400, "InvalidArgument", Permanent),
 ])

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import requests
 
-from storage.errors import AuthFailed, NotFound, Permanent, RateLimited, SheetReelError, Transient
+from storage.errors import AuthFailed, NotFound, Permanent, RateLimited, SheetReelError, Transient, Unavailable
 
 # Codes the platform documents as "slow down / try again" (FEISHU_API.md §5.2, §7).
 TRANSIENT_CODES = {1254290, 1254291, 1254607, 1255040, 1061045, 230020, 1254036, 1254112, 11232, 1254002}
@@ -31,7 +31,7 @@ def from_response(what: str, code: int, msg: str, http_status: int | None, heade
         reset = lower.get("x-ogw-ratelimit-reset")
         return RateLimited(f"飞书限流，稍后自动重试 ({detail})", retry_after=float(reset) if reset else None)
     if code in TRANSIENT_CODES or (http_status or 0) >= 500:
-        return Transient(f"飞书暂时不可用，稍后自动重试 ({detail})")
+        return Unavailable(f"飞书暂时不可用，稍后自动重试 ({detail})")
     if code in AUTH_CODES:
         return AuthFailed(f"飞书认证或权限失败，请检查 FEISHU_APP_ID/FEISHU_APP_SECRET 和应用对多维表格的权限 ({detail})")
     if code in NOT_FOUND_CODES:
@@ -45,7 +45,7 @@ def from_exception(what: str, exc: Exception) -> SheetReelError | None:
     if isinstance(exc, json.JSONDecodeError):
         return Transient(f"飞书返回了无法解析的响应，稍后自动重试 ({what})")
     if isinstance(exc, (requests.Timeout, requests.ConnectionError)):
-        return Transient(f"连接飞书超时或失败，稍后自动重试 ({what}: {type(exc).__name__})")
+        return Unavailable(f"连接飞书超时或失败，稍后自动重试 ({what}: {type(exc).__name__})")
     if type(exc).__name__ == "ObtainAccessTokenException":
         return AuthFailed(f"获取飞书 tenant_access_token 失败，请检查 FEISHU_APP_ID/FEISHU_APP_SECRET ({exc})")
     return None

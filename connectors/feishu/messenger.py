@@ -14,7 +14,7 @@ import lark_oapi as lark
 from lark_oapi.api.im.v1 import CreateMessageRequest, CreateMessageRequestBody
 
 from connectors.feishu import errors
-from storage.errors import AuthFailed, Permanent, RateLimited, Transient
+from storage.errors import AuthFailed, Permanent, RateLimited, Unavailable
 
 
 def card(title: str, markdown: str, failed: bool) -> dict:
@@ -61,7 +61,7 @@ class WebhookMessenger:
             resp = self.http.post(self.url, json=payload)
             body = resp.json()
         except (httpx.TimeoutException, httpx.TransportError, ValueError) as e:
-            raise Transient(f"群机器人暂时不可用，稍后重试 ({type(e).__name__})") from e
+            raise Unavailable(f"群机器人暂时不可用，稍后重试 ({type(e).__name__})") from e
         code = body.get("code", body.get("StatusCode", 0))
         if code == 0:
             return

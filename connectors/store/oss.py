@@ -16,7 +16,7 @@ from urllib.parse import quote
 import oss2
 from oss2 import exceptions as oss_errors
 
-from storage.errors import AuthFailed, BadInput, NotFound, Permanent, RateLimited, SheetReelError, Transient
+from storage.errors import AuthFailed, BadInput, NotFound, Permanent, RateLimited, SheetReelError, Transient, Unavailable
 from storage.paths import safe_component
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ def _translated(doing: str) -> Iterator[None]:
     except oss_errors.ServerError as e:
         raise _from_server_error(doing, e) from e
     except oss_errors.RequestError as e:
-        raise Transient(f"{doing}失败：连不上 OSS，稍后自动重试 ({type(e.exception).__name__})") from e
+        raise Unavailable(f"{doing}失败：连不上 OSS，稍后自动重试 ({type(e.exception).__name__})") from e
     except oss_errors.InconsistentError as e:
         raise Transient(f"{doing}失败：CRC 校验不一致，数据在传输中损坏，稍后自动重试") from e
     except oss_errors.ClientError as e:
@@ -155,7 +155,7 @@ def _from_server_error(doing: str, e: oss_errors.ServerError) -> SheetReelError:
     if e.status == 429 or e.code in _RATE_LIMIT_CODES:
         return RateLimited(f"{doing}被限流 ({where})，稍后自动重试", retry_after=_retry_after(e))
     if e.status >= 500 or e.status == 408:
-        return Transient(f"{doing}失败：OSS 服务端错误 ({where})，稍后自动重试")
+        return Unavailable(f"{doing}失败：OSS 服务端错误 ({where})，稍后自动重试")
     return Permanent(f"{doing}失败 ({where})：{e.message or '请求被 OSS 拒绝'}")
 
 

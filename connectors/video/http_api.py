@@ -47,6 +47,7 @@ from storage.errors import (
     RateLimited,
     SheetReelError,
     Transient,
+    Unavailable,
 )
 from storage.retry import RetryPolicy
 
@@ -160,12 +161,12 @@ class HttpVideoGenerator(SharedGenerator):
                 resp = client.send(request, stream=stream)
             except httpx.TimeoutException as e:
                 if last:
-                    raise Transient(f"{self._where()}响应超时，稍后自动重试 (timeout)") from e
+                    raise Unavailable(f"{self._where()}响应超时，稍后自动重试 (timeout)") from e
                 self.sleep(self.retry.delay(attempt + 1))
                 continue
             except httpx.TransportError as e:
                 if last:
-                    raise Transient(f"{self._where()}无法连接，稍后自动重试 ({type(e).__name__})") from e
+                    raise Unavailable(f"{self._where()}无法连接，稍后自动重试 ({type(e).__name__})") from e
                 self.sleep(self.retry.delay(attempt + 1))
                 continue
             if resp.is_success:
@@ -187,7 +188,7 @@ class HttpVideoGenerator(SharedGenerator):
             return wait
         if status >= 500 or status == 408:
             if last:
-                raise Transient(f"{self._where()}服务端出错（HTTP {status}），稍后自动重试")
+                raise Unavailable(f"{self._where()}服务端出错（HTTP {status}），稍后自动重试")
             return None
         raise self._final_error(status, self._message(resp))
 
