@@ -182,6 +182,8 @@ class OutboxEntry(SQLModel, table=True):
     attempts: int = 0
     next_attempt_at: datetime | None = Field(default=None, sa_column=Column(AwareDateTime))
     last_error: str | None = Field(default=None, sa_column=Column(Text))
+    # Owed from before the chat was turned on (or too long ago): kept for the record, never sent.
+    skipped: bool = False
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(AwareDateTime, nullable=False))
 
 
@@ -222,4 +224,6 @@ class Notification(SQLModel, table=True):
     attempts: int = 0
     next_attempt_at: datetime | None = Field(default=None, sa_column=Column(AwareDateTime))
     last_error: str | None = Field(default=None, sa_column=Column(Text))
+    # Owed from before the chat was turned on (or too long ago): kept for the record, never sent.
+    skipped: bool = False
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(AwareDateTime, nullable=False))

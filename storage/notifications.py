@@ -13,7 +13,8 @@ from storage.models import Notification, utcnow
 class NotificationStore(Repo):
     def due(self, now: datetime | None = None) -> list[Notification]:
         with self.session() as s:
-            q = select(Notification).where(Notification.sent_at == None).order_by(Notification.id)  # noqa: E711
+            q = (select(Notification).where(Notification.sent_at == None, Notification.skipped == False)  # noqa: E711, E712
+                 .order_by(Notification.id))
             if now is not None:
                 q = q.where(or_(Notification.next_attempt_at == None, Notification.next_attempt_at <= now))  # noqa: E711
             return list(s.exec(q))
@@ -23,11 +24,24 @@ class NotificationStore(Repo):
             q = select(Notification).where(Notification.project_id == project_id).order_by(Notification.id)
             return list(s.exec(q))
 
+    def skip_older(self, before: datetime, reason: str) -> int:
+        """Unsent messages owed since before `before` will never be sent (a chat turned on after
+        weeks of use must not get weeks of old cards)."""
+        with self.session() as s:
+            q = select(Notification).where(Notification.sent_at == None, Notification.skipped == False,  # noqa: E711, E712
+                                           Notification.created_at < before)
+            rows = list(s.exec(q))
+            for row in rows:
+                row.skipped, row.last_error = True, reason
+                s.add(row)
+            s.commit()
+            return len(rows)
+
     def release(self, before: datetime) -> None:
         """The chat answers again: unsent messages postponed to before `before` are due now."""
         with self.session() as s:
-            q = select(Notification).where(Notification.sent_at == None, Notification.next_attempt_at != None,  # noqa: E711
-                                           Notification.next_attempt_at < before)
+            q = select(Notification).where(Notification.sent_at == None, Notification.skipped == False,  # noqa: E711, E712
+                                           Notification.next_attempt_at != None, Notification.next_attempt_at < before)  # noqa: E711
             for row in s.exec(q):
                 row.next_attempt_at = None
                 s.add(row)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from storage.base import Repo
 from storage.models import PollState, UploadedFile
 
@@ -14,6 +16,16 @@ class SyncState(Repo):
 
     def set_watermark(self, table_id: str, watermark_ms: int) -> None:
         self._upsert(PollState(table_id=table_id, watermark_ms=watermark_ms))
+
+    def first_seen(self, key: str, now: datetime) -> datetime:
+        """When `key` was first asked about (now, the first time). Kept beside the watermarks."""
+        name = f"since:{key}"
+        with self.session() as s:
+            row = s.get(PollState, name)
+            if row is not None:
+                return datetime.fromtimestamp(row.watermark_ms / 1000, UTC)
+        self._upsert(PollState(table_id=name, watermark_ms=int(now.timestamp() * 1000)))
+        return now
 
     def uploaded(self, sha256: str, app_token: str) -> str | None:
         """The Feishu file token of content already uploaded to this base, so a retried flush

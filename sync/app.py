@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -99,7 +100,13 @@ def make_writer(settings: Settings, stores: Stores, table: BitableClient, life: 
     flusher = OutboxFlusher(stores.outbox, stores.sync, table, clock, settings.sheet_retry(),
                             on_permanent=refused, on_missing=missing)
     messenger = make_messenger(settings, table)
-    notifier = Notifier(stores.notes, messenger, clock, settings.sheet_retry()) if messenger else None
+    notifier = None
+    if messenger:
+        # The chat target (hashed: a webhook URL is a credential) names when this chat was turned on.
+        target = hashlib.sha256((settings.feishu_chat_id or settings.feishu_webhook_url).encode()).hexdigest()[:16]
+        notifier = Notifier(stores.notes, messenger, clock, settings.sheet_retry(),
+                            since=stores.sync.first_seen(f"chat:{target}", clock()),
+                            backlog=timedelta(hours=settings.chat_backlog_hours))
     return TableWriter(make_locks(settings), table.table_id, flusher, notifier)
 
 
@@ -111,7 +118,8 @@ class App:
         self.life = make_lifecycle(settings, self.stores, clock)
         self.stopping = threading.Event()
         self.templates = template_library(settings)
-        fetcher = ImageFetcher(settings.image_max_bytes, settings.allow_private_urls)
+        fetcher = ImageFetcher(settings.image_max_bytes, settings.allow_private_urls,
+                               deadline=settings.image_deadline_seconds)
 
         def fetch_image(ref: ImageRef, dest: Path) -> None:
             if ref.file_token:

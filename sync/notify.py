@@ -28,9 +28,13 @@ class Notifier:
         retry: RetryPolicy,
         min_interval: float = 0.25,
         sleep: Callable[[float], None] = time.sleep,
+        since: datetime | None = None,
+        backlog: timedelta = timedelta(hours=24),
     ):
         self.notes, self.messenger, self.clock, self.retry = notes, messenger, clock, retry
         self.min_interval, self.sleep = min_interval, sleep
+        # Announce only what happened since the chat was turned on, and within `backlog`.
+        self.since, self.backlog = since, backlog
         self._lock = threading.Lock()
         self._probe = Probe()
 
@@ -40,6 +44,9 @@ class Notifier:
         can be a passing permission change. While the chat is down one message probes it."""
         with self._lock:
             now = self.clock()
+            horizon = max(filter(None, (self.since, now - self.backlog)))
+            if skipped := self.notes.skip_older(horizon, "未发送：早于群通知开启时间，或已超过补发时限"):
+                log.info("old notifications not sent count=%d since=%s", skipped, horizon.isoformat())
             due = self.notes.due(now)
             waiting = len(self.notes.due()) - len(due)
             if not due and waiting and self._probe.due(now):

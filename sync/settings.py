@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     feishu_webhook_secret: SecretStr = Field(default=SecretStr(""), alias="FEISHU_WEBHOOK_SECRET")
     # The base's web address (https://xxx.feishu.cn/base/<app_token>), for row links in messages.
     feishu_sheet_url: str = Field(default="", alias="FEISHU_SHEET_URL")
+    # Messages owed longer than this (e.g. while the bot was down) are not sent late.
+    chat_backlog_hours: float = Field(default=24, alias="FEISHU_CHAT_BACKLOG_HOURS", gt=0)
 
     data_dir: Path = Field(default=Path("./data"), alias="SHEETREEL_DATA_DIR")
     database_url: str = Field(default="", alias="SHEETREEL_DATABASE_URL")
@@ -104,6 +106,8 @@ class Settings(BaseSettings):
     asr_device: str = Field(default="cuda", alias="ASR_DEVICE")
 
     image_max_bytes: int = Field(default=20 * 1024 * 1024, alias="SHEETREEL_IMAGE_MAX_BYTES", gt=0)
+    # The whole download of an opening image, however slowly the server sends it.
+    image_deadline_seconds: float = Field(default=60, alias="SHEETREEL_IMAGE_DEADLINE_SECONDS", gt=0)
     # Row image URLs pointing at loopback/private hosts are refused unless allowed (the emulator is).
     allow_private_urls: bool = Field(default=False, alias="SHEETREEL_ALLOW_PRIVATE_URLS")
 

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from connectors.feishu.emulator import FaultPlan
 from storage.models import ProjectState
+from sync.app import App, make_table
+from sync.messages import row_link
 
 from conftest import Sheet
 
@@ -39,8 +47,6 @@ def test_webhook_messages_are_signed_and_rate_limits_are_retried(emulator, tmp_p
     cols = sheet.cols
     sheet.add_rows([{cols.title: "一", cols.image: sheet.image_cell(), cols.template: "tiny", cols.shot_count: 1}])
     app = sheet.app()
-    from connectors.feishu.emulator import FaultPlan
-
     emulator.faults = FaultPlan(outage=(0, 2), endpoints=frozenset({"bot.webhook"}))
     app.once()
     for _ in range(3):
@@ -63,3 +69,51 @@ def test_a_wrong_webhook_secret_is_reported_not_retried_forever(emulator, tmp_pa
     (note,) = app.stores.notes.of_project(project.id)
     assert note.sent_at is None and note.attempts == 5 and "签名校验失败" in note.last_error
     assert emulator.calls["bot.webhook"] == 5
+
+
+def test_a_chat_turned_on_later_gets_no_backlog_only_what_finishes_from_then_on(emulator, tmp_path):
+    sheet = Sheet(emulator, tmp_path / "d")
+    cols = sheet.cols
+    row = {cols.image: sheet.image_cell(), cols.template: "tiny", cols.shot_count: 1}
+    sheet.add_rows([dict(row, **{cols.title: f"旧{i}"}) for i in range(3)])
+    sheet.app().once()  # weeks of use without a chat: the messages are owed but nobody listens
+
+    sheet.settings = sheet.settings.model_copy(update={"feishu_chat_id": "oc_new"})
+    app = sheet.app()
+    app.once()
+    app.flush()
+    assert not [m for m in emulator.messages if m["kind"] == "im"]
+    sheet.add_rows([dict(row, **{cols.title: "新"})])
+    app.once()
+    titles = [m["content"]["header"]["title"]["content"] for m in emulator.messages if m["kind"] == "im"]
+    assert len(titles) == 1 and "新" in titles[0]
+    old = [n for p in app.store.projects() if p.title.startswith("旧") for n in app.stores.notes.of_project(p.id)]
+    assert len(old) == 3 and all(n.skipped and n.sent_at is None for n in old)
+
+
+def test_messages_owed_longer_than_the_backlog_window_are_not_sent_late(emulator, tmp_path):
+    sheet = Sheet(emulator, tmp_path / "d", FEISHU_CHAT_ID="oc_team", FEISHU_CHAT_BACKLOG_HOURS=1)
+    cols = sheet.cols
+    sheet.add_rows([{cols.title: "晚", cols.image: sheet.image_cell(), cols.template: "tiny", cols.shot_count: 1}])
+    emulator.faults = FaultPlan(outage=(0, 10**6), endpoints=frozenset({"im.message.create"}))  # the bot is down
+    app = sheet.app()
+    app.once()
+    emulator.faults = FaultPlan()
+    later = sheet.settings.model_copy()
+    app2 = App(later, make_table(later), clock=lambda: datetime.now(UTC) + timedelta(hours=2))
+    app2.flush()
+    assert not [m for m in emulator.messages if m["kind"] == "im"]
+    (note,) = app2.stores.notes.due() or [None]
+    assert note is None
+
+
+@pytest.mark.parametrize("url", [
+    "https://x.feishu.cn/base/bascnAbc",
+    "https://x.feishu.cn/base/bascnAbc?table=tblOld&view=vewOld",
+    "https://x.feishu.cn/base/bascnAbc?from=share&table=tbl1#frag",
+])
+def test_row_links_are_built_from_a_url_copied_with_or_without_a_table(url):
+    link = urlsplit(row_link(url, "tbl1", "rec9"))
+    query = parse_qs(link.query)
+    assert link.path == "/base/bascnAbc" and query["table"] == ["tbl1"] and query["record"] == ["rec9"]
+    assert "view" not in query and not link.fragment

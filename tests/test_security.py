@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import http.server
 import logging
 import subprocess
+import threading
+import time
 
 import pytest
 
 from connectors.feishu.protocol import FieldType
 from connectors.fetch import ImageFetcher
-from storage.errors import BadInput
+from storage.errors import BadInput, Transient
 from storage.models import ProjectState
 from sync.rows import text_of
 
@@ -25,8 +28,13 @@ def test_the_app_secret_is_never_written_to_db_meta_or_logs(sheet: Sheet, caplog
     data = sheet.settings.data_dir
     written = [p for p in data.rglob("*") if p.is_file() and p.suffix in ("", ".db", ".json", ".db-wal")]
     assert any(p.name == "meta.json" for p in written) and any(p.name == "sheetreel.db" for p in written)
-    for path in written:
-        assert SECRET.encode() not in path.read_bytes(), path
+    # The database last: a WAL file listed above may be checkpointed into it and gone by now.
+    for path in sorted(written, key=lambda p: p.name == "sheetreel.db"):
+        try:
+            content = path.read_bytes()
+        except FileNotFoundError:
+            continue
+        assert SECRET.encode() not in content, path
     assert SECRET not in caplog.text
     assert SECRET not in repr(sheet.settings)
 
@@ -80,3 +88,103 @@ def test_non_http_schemes_are_refused(tmp_path):
     for url in ("file:///etc/passwd", "ftp://example.com/a.jpg", "gopher://x"):
         with pytest.raises(BadInput, match="无效"):
             fetcher.fetch(url, tmp_path / "x.jpg")
+
+
+@pytest.mark.parametrize("address", [
+    "100.64.0.1", "100.100.100.200",                 # shared address space, Alibaba Cloud metadata
+    "169.254.169.254", "10.0.0.1", "127.0.0.1", "0.0.0.0", "192.168.1.1", "172.16.0.1",
+    "::1", "fd00::1", "fe80::1", "::ffff:127.0.0.1", "::ffff:100.100.100.200",
+    "2002:7f00:1::1", "2002:6464:64c8::1",           # 6to4 of 127.0.0.1 and 100.100.100.200
+    "64:ff9b::a9fe:a9fe",                            # NAT64 of 169.254.169.254
+])
+def test_internal_addresses_are_refused_in_every_form(tmp_path, address):
+    fetcher = ImageFetcher(max_bytes=1000, resolver=lambda host, port: [address])
+    with pytest.raises(BadInput, match="内网地址"):
+        fetcher.fetch("https://images.example.com/a.jpg", tmp_path / "a.jpg")
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "2606:4700::1111"])
+def test_public_addresses_pass_the_check(address):
+    import ipaddress
+
+    from connectors.fetch import blocked
+
+    assert not blocked(ipaddress.ip_address(address))
+
+
+def test_a_rebinding_name_cannot_reach_the_internal_address_it_turns_into(tmp_path, monkeypatch):
+    """The name is public when checked and internal a moment later; the download still goes to
+    the address that was checked. (127.0.0.1 plays the public site, 127.0.0.2 the internal one.)"""
+    import socket
+
+    def serve(host: str, port: int, body: bytes):
+        class One(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                hits.append((host, self.headers["Host"]))
+                self.send_response(200)
+                self.send_header("Content-Type", "image/jpeg")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        server = http.server.ThreadingHTTPServer((host, port), One)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+    hits: list = []
+    public = serve("127.0.0.1", 0, b"public")
+    port = public.server_address[1]
+    internal = serve("127.0.0.2", port, b"internal secret")  # the same port: only the address differs
+    answers = iter(["127.0.0.1"])
+    real = socket.getaddrinfo
+
+    def rebinding(host, *args, **kw):  # the first answer public, every later one internal
+        if host == "rebind.example":
+            return real(next(answers, "127.0.0.2"), *args, **kw)
+        return real(host, *args, **kw)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    fetcher = ImageFetcher(max_bytes=1000, is_blocked=lambda a: str(a) == "127.0.0.2")
+    try:
+        fetcher.fetch(f"http://rebind.example:{port}/a.jpg", tmp_path / "a.jpg")
+    finally:
+        public.shutdown()
+        internal.shutdown()
+    assert (tmp_path / "a.jpg").read_bytes() == b"public"
+    assert hits == [("127.0.0.1", f"rebind.example:{port}")]
+
+
+def test_a_server_trickling_bytes_hits_the_deadline_and_frees_the_worker(tmp_path):
+    release = threading.Event()
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.end_headers()
+            while not release.is_set():  # one byte at a time, each well inside the read timeout
+                try:
+                    self.wfile.write(b"\xff")
+                    self.wfile.flush()
+                except OSError:
+                    return
+                release.wait(0.2)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    fetcher = ImageFetcher(max_bytes=10_000_000, allow_private=True, timeout=5, deadline=2)
+    started = time.monotonic()
+    try:
+        with pytest.raises(Transient, match="2 秒仍未完成"):
+            fetcher.fetch(f"http://127.0.0.1:{server.server_address[1]}/slow.jpg", tmp_path / "slow.jpg")
+    finally:
+        release.set()
+        server.shutdown()
+    assert time.monotonic() - started < 2 + 5 + 30  # the deadline, one read timeout, a loaded machine
+    assert not (tmp_path / "slow.jpg").exists()
