@@ -45,6 +45,17 @@ JPEG_ARGS = ("-vf", "scale=out_color_matrix=bt601:out_range=pc,format=yuvj444p",
 
 Command = Union[Sequence[str], Any]  # an argv list, or an ffmpeg-python stream/output node
 
+# Demuxers that media from outside (stock clips, voice-overs, music) may be read with. Not hls,
+# dash or concat: a "clip" that is a playlist would make ffmpeg open files it names (another
+# project's video). mov's external data references are off by default in ffmpeg.
+VIDEO_FORMATS = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,flv,mpegts"
+AUDIO_FORMATS = "mp3,wav,flac,ogg,aac,mov,mp4,m4a,3gp,3g2,mj2,matroska,webm"
+
+
+def only(formats: str) -> list[str]:
+    """Input options (before `-i`): read the file with one of `formats`, from the local file only."""
+    return ["-format_whitelist", formats, "-protocol_whitelist", "file"]
+
 
 
 def _even(v: int) -> int:
@@ -135,8 +146,10 @@ def run_to(out: Path, build: Callable[[Path], Command], *, what: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def probe(path: Path) -> MediaInfo:
-    data = _ffprobe_json(["-show_format", "-show_streams", str(path)], what=f"cannot read media file {path.name}")
+def probe(path: Path, formats: str | None = None) -> MediaInfo:
+    """What a media file holds; with `formats`, MediaError unless it is one of those demuxers."""
+    guard = only(formats) if formats else []
+    data = _ffprobe_json([*guard, "-show_format", "-show_streams", str(path)], what=f"cannot read media file {path.name}")
     return _media_info(data, path)
 
 

@@ -65,16 +65,25 @@ def audio_seconds(path: Path) -> float:
 
 def decode_audio(path: Path) -> AudioSegment:
     try:
-        return AudioSegment.from_file(path, codec=_codec_hint(path))
+        # The demuxer is named, never guessed: a reply that is a playlist is not followed.
+        fmt = _audio_format(path)
+        return AudioSegment.from_file(path, format=fmt, codec="mp3" if fmt == "mp3" else None)
     except (CouldntDecodeError, IndexError, KeyError) as e:
         # A body that does not decode is a broken transfer as far as we can tell.
         raise Transient(f"{SERVICE}返回的音频无法解码，稍后自动重试 ({path.name})") from e
 
 
-def _codec_hint(path: Path) -> str | None:
-    """"mp3" when the file starts like one. Without a codec pydub runs ffprobe before every
-    decode, which doubles the cost per sentence."""
+def _audio_format(path: Path) -> str:
+    """The container, from the file's first bytes; Transient for anything else (a broken transfer
+    as far as we can tell)."""
     with path.open("rb") as f:
-        head = f.read(3)
-    is_mp3 = head.startswith(b"ID3") or (len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0)
-    return "mp3" if is_mp3 else None
+        head = f.read(12)
+    if head.startswith(b"ID3") or (len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
+        return "mp3"
+    if head.startswith(b"RIFF") and head[8:12] == b"WAVE":
+        return "wav"
+    if head.startswith(b"OggS"):
+        return "ogg"
+    if head.startswith(b"fLaC"):
+        return "flac"
+    raise Transient(f"{SERVICE}返回的不是音频（mp3/wav/ogg/flac），稍后自动重试 ({path.name})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from connectors import ffmpeg
 from connectors.asr import Transcriber
 from connectors.tts import Speech
 from pipeline import compose
@@ -12,6 +13,7 @@ from pipeline.compose_plan import ComposeSpec, LogoSpec, SubtitleSpec, max_trans
 from pipeline.narration import narrate
 from pipeline.subtitles import write_srt
 from pipeline.templates import TemplateConfig
+from storage.errors import MediaError, Permanent
 from storage.storyboard import Storyboard
 
 
@@ -38,7 +40,7 @@ def soundtrack(board: Storyboard, template: TemplateConfig, speech: Speech | Non
     itself; a pre-recorded voiceover is transcribed by ASR instead.
     """
     srt = workdir / "subtitles.srt"
-    voiceover = template.voiceover_path
+    voiceover = _audio_file(template.voiceover_path, template, "配音")
     if voiceover is not None and transcriber is not None:
         write_srt(transcriber.transcribe(voiceover), srt)
         return Soundtrack(narration=voiceover, srt=srt, source="asr")
@@ -56,7 +58,7 @@ def soundtrack(board: Storyboard, template: TemplateConfig, speech: Speech | Non
 def music_bed(template: TemplateConfig, duration: float, workdir: Path) -> Path:
     """The template's music, or a soft generated pad so every video has a bed under it."""
     if template.music_path is not None:
-        return template.music_path
+        return _audio_file(template.music_path, template, "背景音乐")
     return compose.write_pad(workdir / "pad.wav", duration)
 
 
@@ -85,3 +87,18 @@ def compose_spec(board: Storyboard, template: TemplateConfig, segments: list[Pat
         loudness_lufs=template.loudness_lufs,
         cover_at=template.cover_at,
     )
+
+
+def _audio_file(path: Path | None, template: TemplateConfig, what: str) -> Path | None:
+    """The template's own audio, read only if it is a plain audio file (never a playlist that
+    names other files)."""
+    if path is None:
+        return None
+    try:
+        info = ffmpeg.probe(path, ffmpeg.AUDIO_FORMATS)
+    except MediaError as e:
+        raise Permanent(f"模板「{template.name}」的{what}文件 {path.name} 不是可用的音频（mp3/wav/m4a 等）："
+                        "请检查模板文件夹") from e
+    if not info.audio_streams:
+        raise Permanent(f"模板「{template.name}」的{what}文件 {path.name} 没有音轨：请检查模板文件夹")
+    return path

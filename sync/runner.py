@@ -16,7 +16,7 @@ from connectors.asr import Transcriber
 from connectors.tts import Speech
 from connectors.video.protocol import SegmentGenerator, SegmentRequest
 from pipeline import compose, final_cut
-from pipeline.inputs import check_opening_image
+from pipeline.inputs import prepare_opening_image
 from pipeline.mix import plan_sources
 from pipeline.publish import Publisher
 from pipeline.segments import SegmentResult, generate_segments
@@ -144,8 +144,13 @@ class ProjectRunner:
         if not paths.opening_image.is_file():
             if not p.image_ref:
                 raise BadInput("首帧图片为空：请在「首帧图片」列上传一张图片，或填写图片链接 (opening image missing)")
-            self.d.fetch_image(ImageRef.model_validate_json(p.image_ref), paths.opening_image)
-        check_opening_image(paths.opening_image)
+            # Downloaded beside it, and only a decoded, re-encoded copy becomes the opening image.
+            download = paths.inputs / "download"
+            self.d.fetch_image(ImageRef.model_validate_json(p.image_ref), download)
+            try:
+                prepare_opening_image(download, paths.opening_image)
+            finally:
+                download.unlink(missing_ok=True)
         backend = template.storyboard_backend or self.d.storyboard_backend
         if backend == "llm" and template.llm_images:
             backend = "llm-images"

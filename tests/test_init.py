@@ -7,6 +7,7 @@ import pytest
 from connectors.feishu.protocol import FieldType
 from storage.models import ProjectState
 from sync.cli import main
+from sync.rows import text_of
 
 from conftest import Sheet
 
@@ -54,9 +55,9 @@ def test_init_says_what_is_wrong_with_the_setup(sheet, monkeypatch, capsys, over
     assert err[0].startswith(message) and err[1].startswith("Hint: ")
 
 
-def test_a_write_the_sheet_refuses_shows_in_the_project_and_other_rows_still_flow(emulator, tmp_path):
+def test_a_column_the_table_lacks_is_named_in_the_row_and_the_rest_still_flows(emulator, tmp_path):
     sheet = Sheet(emulator, tmp_path / "d")
-    # A table that lacks the 进度 column: every write of progress is refused (1254045).
+    # A table that lacks the 进度 column: Feishu would refuse every write that has it (1254045).
     from conftest import table_schema
 
     schema = [c for c in table_schema() if c[0] != "进度"]
@@ -68,5 +69,7 @@ def test_a_write_the_sheet_refuses_shows_in_the_project_and_other_rows_still_flo
     app.once()
     project = app.store.by_record(sheet.table_id, rid)
     assert project.state == ProjectState.completed
-    assert "写回表格失败" in project.error and "sheetreel init --create" in project.error
-    assert app.stores.outbox.size() == 0  # refused writes are not retried forever
+    assert not project.error and "「进度」" in project.notice and "sheetreel init" in project.notice
+    row = sheet.row(rid)["fields"]
+    assert text_of(row[cols.status]) == ProjectState.completed.label and "「进度」" in text_of(row[cols.error])
+    assert app.stores.outbox.size() == 0

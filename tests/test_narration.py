@@ -7,11 +7,11 @@ import re
 import pytest
 from pydub import AudioSegment
 
-from connectors.tts import OpenAISpeech
+from connectors.tts import OpenAISpeech, decode_audio
 from pipeline.compose_plan import shot_starts
 from pipeline.narration import narrate, split_sentences, write_srt
 from pipeline.subtitles import Cue, srt_time, to_srt
-from storage.errors import AuthFailed, BadInput, RateLimited
+from storage.errors import AuthFailed, BadInput, RateLimited, Transient
 
 from fake_openai import FakeOpenAI, error_reply
 
@@ -163,3 +163,11 @@ def test_srt_numbers_from_one_and_formats_times():
 def test_a_cue_must_end_after_it_starts():
     with pytest.raises(ValueError):
         Cue(index=0, start=2.0, end=2.0, text="x")
+
+
+def test_a_speech_reply_that_is_a_playlist_is_not_followed(tmp_path):
+    (tmp_path / "secret.wav").write_bytes(b"")
+    reply = tmp_path / "clip.mp3"
+    reply.write_text(f"#EXTM3U\n#EXTINF:1,\n{tmp_path / 'secret.wav'}\n#EXT-X-ENDLIST\n")
+    with pytest.raises(Transient, match="不是音频"):
+        decode_audio(reply)

@@ -169,3 +169,20 @@ def test_a_corrupt_clip_is_a_media_error_and_leaves_nothing(tmp_path):
     with pytest.raises(MediaError, match="bad.mp4"):
         StockGenerator(StockLibrary(lib)).generate(request(out_dir / "seg.mp4", ["sea"]))
     assert list(out_dir.iterdir()) == []
+
+
+def test_a_clip_that_is_a_playlist_of_another_video_is_never_followed(tmp_path):
+    # A "clip" in the library that is an HLS playlist naming another project's video by path.
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=320x180:d=1", "-c:v", "libx264",
+                    "-f", "hls", "-hls_segment_filename", str(other / "seg%d.ts"), str(other / "final.m3u8")],
+                   check=True)
+    root = tmp_path / "stock"
+    (root / "sea").mkdir(parents=True)
+    playlist = (other / "final.m3u8").read_text().replace("seg0.ts", str(other / "seg0.ts"))
+    (root / "sea" / "waves.mp4").write_text(playlist)
+    gen = StockGenerator(StockLibrary(root)).for_project("p1")
+    with pytest.raises(MediaError, match="cannot be read"):
+        gen.generate(request(tmp_path / "out.mp4", ["sea"]))
+    assert not (tmp_path / "out.mp4").exists()

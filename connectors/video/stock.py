@@ -117,7 +117,8 @@ def _render(clip: StockClip, req: SegmentRequest, seed: str) -> None:
     ffmpeg.run_to(
         req.out,
         lambda tmp: [
-            ffmpeg.FFMPEG, "-ss", f"{start:.3f}", "-stream_loop", "-1", "-i", str(clip.path),
+            ffmpeg.FFMPEG, "-ss", f"{start:.3f}", "-stream_loop", "-1", *ffmpeg.only(ffmpeg.VIDEO_FORMATS),
+            "-i", str(clip.path),
             "-map", "0:v:0", "-vf", graph, "-frames:v", str(req.frame_count),
             *ffmpeg.encode_args(req.fps), str(tmp),
         ],
@@ -127,7 +128,7 @@ def _render(clip: StockClip, req: SegmentRequest, seed: str) -> None:
 
 def _duration(clip: StockClip) -> float:
     try:
-        info = ffmpeg.probe(clip.path)
+        info = ffmpeg.probe(clip.path, ffmpeg.VIDEO_FORMATS)
     except MediaError as e:
         raise MediaError(f"stock clip {clip.key} cannot be read", e.stderr_tail) from e
     if not info.video_streams or info.duration <= 0:
