@@ -73,7 +73,8 @@ def from_text(text: str) -> Storyboard:
         if m := _HEAD.match(line):
             shots.append(_shot_head(m, len(shots)))
         elif shots and line.startswith(_NARRATION):
-            shots[-1]["narration"] = line.split("：" if "：" in line else ":", 1)[1].strip()
+            # An empty 旁白 line is no narration, as to_text writes it.
+            shots[-1]["narration"] = line.split("：" if "：" in line else ":", 1)[1].strip() or None
         elif shots and line.startswith(_TAGS):
             tags = line.split("：" if "：" in line else ":", 1)[1]
             shots[-1]["stock_tags"] = [t.strip() for t in re.split(r"[,，]", tags) if t.strip()]

@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from storage.errors import AuthFailed, NotFound, SheetReelError
-from sync import cli_ops
+from sync import cli_ops, redact
 from sync.cli_support import CliError, emit, load_settings, require_db
 
 EPILOG = """examples:
@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
     )
+    redact.install()
     try:
         return COMMANDS[args.command](args)
     except CliError as e:

@@ -604,3 +604,24 @@ def test_module_entry_point_serves_and_saves_on_sigterm(tmp_path: Path) -> None:
         proc.wait(timeout=10)
     assert proc.returncode == 0
     assert json.loads(state.read_text())["apps"][0]["app_token"] == "bascnFromCli"
+
+
+def test_a_base_with_advanced_permissions_serves_attachments_only_to_downloads_naming_the_table(emu):
+    from connectors.feishu.lark_client import LarkBitable, make_lark_client
+    from storage.errors import AuthFailed, Permanent
+
+    app_token = emu.create_app(name="locked", advanced_permissions=True)
+    table_id = emu.create_table(app_token, name="t", fields=[("图", 17)])
+    token = emu.upload_media(app_token, "a.jpg", b"\xff\xd8jpeg", "image/jpeg")
+    client = make_lark_client(APP_ID, SECRET, emu.url, 10)
+    assert LarkBitable(client, app_token, table_id).download_media(token) == b"\xff\xd8jpeg"
+
+    # What a client without the extra meets (the SDK call as it was before).
+    from lark_oapi.api.drive.v1 import DownloadMediaRequest
+
+    resp = client.drive.v1.media.download(DownloadMediaRequest.builder().file_token(token).build())
+    assert not resp.success() and resp.raw.status_code == 403
+    # Naming another base's table does not help either.
+    other = emu.create_table(emu.create_app(name="other"), name="x", fields=[("图", 17)])
+    with pytest.raises((AuthFailed, Permanent)):
+        LarkBitable(client, app_token, other).download_media(token)

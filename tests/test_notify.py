@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import logging
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
@@ -9,6 +11,7 @@ import pytest
 
 from connectors.feishu.emulator import FaultPlan
 from storage.models import ProjectState
+from sync import redact
 from sync.app import App, make_table
 from sync.messages import row_link
 
@@ -117,3 +120,25 @@ def test_row_links_are_built_from_a_url_copied_with_or_without_a_table(url):
     query = parse_qs(link.query)
     assert link.path == "/base/bascnAbc" and query["table"] == ["tbl1"] and query["record"] == ["rec9"]
     assert "view" not in query and not link.fragment
+
+
+def test_the_webhook_url_never_reaches_a_log_line(emulator, tmp_path):
+    emulator.add_webhook("hook-secret-id-123")
+    sheet = Sheet(emulator, tmp_path / "d", FEISHU_WEBHOOK_URL=f"{emulator.url}/open-apis/bot/v2/hook/hook-secret-id-123")
+    cols = sheet.cols
+    sheet.add_rows([{cols.title: "日志", cols.image: sheet.image_cell(), cols.template: "tiny", cols.shot_count: 1}])
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    level = root.level
+    root.setLevel(logging.DEBUG)  # `sheetreel -v` and more
+    try:
+        redact.install(root)
+        sheet.app().once()
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    assert [m for m in emulator.messages if m["kind"] == "webhook"]
+    assert "/bot/v2/hook/***" in out.getvalue()  # the request was logged, without its credential
+    assert "hook-secret-id-123" not in out.getvalue()

@@ -82,3 +82,34 @@ def test_an_input_edit_while_the_project_is_busy_is_applied_once_it_is_free(shee
     app.once()  # the edit was not lost: the next poll reads the row again
     project = app.store.get(project.id)
     assert project.shot_count == 2 and project.state == ProjectState.completed
+
+
+def test_paging_past_500_changed_rows_while_users_edit_skips_no_row(sheet: Sheet):
+    cols = sheet.cols
+    image = sheet.image_cell()
+    rids = sheet.add_rows([{cols.title: f"行{i}", cols.image: image, cols.template: "tiny", cols.mode: "分步",
+                            cols.scene: "旧"} for i in range(1300)])
+    app = sheet.app()
+    app.poller.poll()
+    assert app.drain_outbox(120)
+    app.poller.poll()  # reads back our own writes once
+    for rid in rids[:700]:  # more changed rows than one page holds
+        sheet.emu.set_cells(sheet.app_token, sheet.table_id, rid, {cols.scene: "改1"})
+
+    real = app.poller.table.search
+    during = [rids[100], rids[650], rids[1200]]  # changed and read, changed and not yet read, unchanged
+
+    def edited_between_pages(*args, **kwargs):
+        for i, record in enumerate(real(*args, **kwargs)):
+            yield record
+            if i == 499:  # the first page is read; the next is not fetched yet
+                for rid in during:
+                    sheet.emu.set_cells(sheet.app_token, sheet.table_id, rid, {cols.scene: "改2"})
+
+    app.poller.table.search = edited_between_pages
+    app.poller.poll()
+    app.poller.table.search = real
+    app.poller.poll()  # edits made during a poll are the next poll's news
+    scenes = {p.record_id: p.scene for p in app.store.projects()}
+    expected = {rid: "改2" if rid in during else "改1" if i < 700 else "旧" for i, rid in enumerate(rids)}
+    assert scenes == expected

@@ -208,7 +208,10 @@ class LarkBitable:
         return self._call(f"finish upload {path.name}", lambda: self.client.drive.v1.media.upload_finish(fin_req)).data.file_token
 
     def download_media(self, file_token: str) -> bytes:
-        req = DownloadMediaRequest.builder().file_token(file_token).build()
+        # Bases with advanced permissions serve an attachment only to a download that names its
+        # table; elsewhere the extra is ignored.
+        extra = json.dumps({"bitablePerm": {"tableId": self.table_id}}, separators=(",", ":"))
+        req = DownloadMediaRequest.builder().file_token(file_token).extra(extra).build()
         resp = self._call(f"download {file_token}", lambda: self.client.drive.v1.media.download(req))
         return resp.file.read()
 

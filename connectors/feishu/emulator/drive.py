@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import hmac
+import json
 import math
 import zlib
 from typing import Any
 from urllib.parse import quote
 
-from .errors import DRIVE_PARAMS, DRIVE_PARENT_MISSING, DRIVE_TOO_LARGE, ApiError
+from .errors import DRIVE_FORBIDDEN, DRIVE_PARAMS, DRIVE_PARENT_MISSING, DRIVE_TOO_LARGE, ApiError
 from .ids import new_numeric_id
 from .model import Media, UploadSession
 from .multipart import MultipartError, Part, parse_form
@@ -160,7 +161,26 @@ def _file_reply(media: Media, data: bytes) -> Reply:
 
 def download(state: State, req: Request) -> Reply:
     media, data = state.media_bytes(req.params["file_token"])
+    _check_bitable_perm(state, media, req.q("extra"))
     return _file_reply(media, data)
+
+
+def _check_bitable_perm(state: State, media: Media, extra: str | None) -> None:
+    """A base with advanced permissions serves its attachments only to a request that names the
+    table (`extra={"bitablePerm":{"tableId":…}}`, FEISHU_API §3.4); without it: HTTP 403."""
+    with state.lock:
+        app = state.apps.get(media.parent_node)
+        if app is None or not app.advanced_permissions:
+            return
+        tables = set(app.tables)
+    try:
+        perm = json.loads(extra or "")["bitablePerm"]
+        table_id = perm["tableId"]
+    except (ValueError, KeyError, TypeError):
+        table_id = None
+    if table_id not in tables:
+        raise ApiError(DRIVE_FORBIDDEN, "forbidden: this base has advanced permissions; "
+                       "pass extra={\"bitablePerm\":{\"tableId\":...}}", 403)
 
 
 def tmp_urls(state: State, req: Request) -> dict[str, Any]:

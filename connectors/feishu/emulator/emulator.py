@@ -101,8 +101,9 @@ class Emulator:
         return self._url
 
     # --- seeding and UI-like edits ------------------------------------------------
-    def create_app(self, name: str = "SheetReel demo", app_token: str | None = None) -> str:
-        return self._state.create_app(name, app_token)
+    def create_app(self, name: str = "SheetReel demo", app_token: str | None = None,
+                   advanced_permissions: bool = False) -> str:
+        return self._state.create_app(name, app_token, advanced_permissions)
 
     def create_table(self, app_token: str, name: str, fields: Sequence[FieldSpec] = ()) -> str:
         return self._state.create_table(app_token, name, fields)

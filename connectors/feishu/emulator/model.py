@@ -111,18 +111,22 @@ class App:
     app_token: str
     name: str
     tables: dict[str, Table] = field(default_factory=dict)
+    # 高级权限: attachment downloads must name the table they come from (`extra` bitablePerm).
+    advanced_permissions: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
             "app_token": self.app_token,
             "name": self.name,
             "tables": [t.to_json() for t in self.tables.values()],
+            "advanced_permissions": self.advanced_permissions,
         }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> App:
         tables = [Table.from_json(t) for t in raw["tables"]]
-        return cls(raw["app_token"], raw["name"], {t.table_id: t for t in tables})
+        return cls(raw["app_token"], raw["name"], {t.table_id: t for t in tables},
+                   bool(raw.get("advanced_permissions", False)))
 
 
 @dataclass

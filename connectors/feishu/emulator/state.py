@@ -94,13 +94,13 @@ class State:
         return self._mac("tmp:" + value)[:32]
 
     # --- bases ---------------------------------------------------------------
-    def create_app(self, name: str, app_token: str | None = None) -> str:
+    def create_app(self, name: str, app_token: str | None = None, advanced_permissions: bool = False) -> str:
         """Idempotent for a given token, so a demo can re-seed a persisted state."""
         with self.lock:
             token = app_token or new_id("bascn", 22)
             if token in self.apps:
                 return token
-            self.apps[token] = m.App(token, name)
+            self.apps[token] = m.App(token, name, advanced_permissions=advanced_permissions)
             self.on_change()
             return token
 
