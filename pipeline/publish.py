@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 from connectors.store.protocol import ObjectStore
@@ -13,5 +14,17 @@ class Publisher:
 
     def put(self, local: Path) -> str:
         """Upload `local` (a file inside the project folder); its public URL."""
-        key = "/".join(Path(local).relative_to(self.projects_root).parts)
-        return self.objects.put(local, key)
+        return self.objects.put(local, self._key(local))
+
+    def renewed(self, local: Path, url: str | None, before: datetime) -> str | None:
+        """A fresh URL for the published `local` when `url` stops working before `before`;
+        None when it does not need one (no URL, or one that lasts)."""
+        if not url:
+            return None
+        expires = self.objects.expires_at(url)
+        if expires is None or expires > before:
+            return None
+        return self.objects.link(self._key(local))
+
+    def _key(self, local: Path) -> str:
+        return "/".join(Path(local).relative_to(self.projects_root).parts)

@@ -22,7 +22,7 @@ from storage import atomic
 from storage.db import make_engine
 from storage.locks import ProjectLocks
 from storage.stores import Stores
-from sync import backends, lifecycle
+from sync import backends, lifecycle, links
 from sync.lifecycle import Lifecycle
 from sync.notify import Notifier
 from sync.outbox import OutboxFlusher, TableWriter
@@ -128,6 +128,7 @@ class App:
                 fetcher.fetch(ref.url or "", dest)
 
         self.locks = make_locks(settings)
+        self.publisher = Publisher(backends.object_store(settings), settings.data_dir / "projects")
         self.runner = ProjectRunner(
             RunnerDeps(
                 store=self.store,
@@ -136,7 +137,7 @@ class App:
                 templates=self.templates,
                 storyboarders=backends.storyboarders(settings),
                 generators=backends.generators(settings),
-                publisher=Publisher(backends.object_store(settings), settings.data_dir / "projects"),
+                publisher=self.publisher,
                 speech=backends.speech(settings),
                 transcriber=backends.transcriber(settings),
                 fetch_image=fetch_image,
@@ -166,6 +167,7 @@ class App:
         """One poll, run everything it found to a resting point, writing results back as they come
         (cron users see 生成中 and finished rows while a slow one still runs). False when sheet
         writes are still pending at the end (the table is down): the next `once` or `run` sends them."""
+        self._safe(self.renew_links)()
         self.tick()
         flush, deadline = self._safe(self.flush), time.monotonic() + timeout
         while not self.pool.wait_idle(min(self.settings.flush_interval_seconds, max(deadline - time.monotonic(), 0))):
@@ -177,12 +179,19 @@ class App:
     def drain_outbox(self, timeout: float) -> bool:
         return self.writer.drain(timeout)
 
+    def renew_links(self) -> int:
+        """Sign anew the links that have less than a third of their lifetime left."""
+        margin = timedelta(seconds=self.settings.oss_url_expiry_seconds / 3)
+        return links.renew_links(self.store, self.publisher, self.life, self.locks, self.clock(), margin)
+
     def run(self, stop: threading.Event) -> None:
         """Poll and flush on a schedule until `stop` is set, then let running steps finish."""
         scheduler = BackgroundScheduler(timezone=self.settings.tz)
         opts = {"max_instances": 1, "coalesce": True, "next_run_time": datetime.now(self.settings.tz)}
         scheduler.add_job(self._safe(self.tick), "interval", seconds=self.settings.poll_interval_seconds, id="poll", **opts)
         scheduler.add_job(self._safe(self.flush), "interval", seconds=self.settings.flush_interval_seconds, id="flush", **opts)
+        scheduler.add_job(self._safe(self.renew_links), "interval", id="links", **opts,
+                          seconds=min(3600.0, self.settings.oss_url_expiry_seconds / 6))
         scheduler.start()
         try:
             stop.wait()

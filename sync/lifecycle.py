@@ -70,6 +70,7 @@ class Event(str, enum.Enum):
     row_deleted = "row_deleted"
     sheet_refused = "sheet_refused"  # the sheet refused our write for good
     columns_missing = "columns_missing"  # the table lacks columns the write needs; the rest landed
+    links_renewed = "links_renewed"  # signed URLs about to expire were signed anew
 
 
 USER_ACTIONS = frozenset({Event.start, Event.resume, Event.redo_storyboard, Event.redo_segment, Event.compose,
@@ -121,6 +122,7 @@ TABLE: dict[Event, dict[ProjectState, Target]] = {
     Event.row_deleted: _to(ALL, SAME),
     Event.sheet_refused: _to(ALL, SAME),
     Event.columns_missing: _to(ALL, SAME),
+    Event.links_renewed: _to(ALL, SAME),
 }
 ANNOUNCED = frozenset({Event.step_failed, Event.crash_loop, Event.inputs_invalid})
 # Events after which a pending 取消 means nothing any more: the user asked for something newer,
@@ -402,6 +404,12 @@ def columns_missing(p: Project, columns: list[str]) -> Change:
     """The row's other cells landed; it says which columns the table lacks until they are added."""
     p.notice = columns_missing_notice(columns) if columns else ""
     return _move(p, Event.columns_missing)
+
+
+def links_renewed(p: Project, final_url: str | None, cover_url: str | None) -> Change:
+    """Fresh URLs for files already published (segments' come with the commit); the row is rewritten."""
+    p.final_url, p.cover_url = final_url or p.final_url, cover_url or p.cover_url
+    return _move(p, Event.links_renewed)
 
 
 # -- committing ---------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ EXPECTED = {
     Event.row_deleted: everywhere("same"),
     Event.sheet_refused: everywhere("same"),
     Event.columns_missing: everywhere("same"),
+    Event.links_renewed: everywhere("same"),
 }
 PAIRS = [(event, state) for event in Event for state in EVERY]
 

@@ -10,6 +10,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -306,3 +307,44 @@ def test_bad_settings_are_permanent(fake: FakeOss, tmp_path: Path, overrides: di
 
 def test_crc64_matches_the_published_check_value():
     assert crc64_ecma(b"123456789") == 0x995DC9BBDF1939FA
+
+
+def test_signed_links_in_the_sheet_are_renewed_before_they_expire(emulator, fake: FakeOss, clock: Clock,
+                                                                  tmp_path: Path, monkeypatch):
+    import types
+
+    import oss2
+
+    from storage.models import ProjectState
+    from sync.app import App, make_table
+
+    from conftest import Sheet
+
+    sheet = Sheet(emulator, tmp_path / "d", OBJECT_STORE="oss", OSS_ENDPOINT=fake.endpoint, OSS_BUCKET=BUCKET,
+                  OSS_ACCESS_KEY_ID=AK, OSS_ACCESS_KEY_SECRET=SECRET, OSS_URL_EXPIRY_SECONDS=3600)
+    cols = sheet.cols
+    (rid,) = sheet.add_rows([{cols.image: sheet.image_cell(), cols.template: "tiny", cols.shot_count: 2}])
+    sheet.app().once()
+    row = sheet.row(rid)["fields"]
+    old = [row[cols.final_url]["link"], row[cols.segment(1)]["link"], row[cols.segment(2)]["link"]]
+    assert all(fetch(url) for url in old)
+
+    # 50 minutes on: less than a third of the hour is left. (oss2 signs with its module's clock.)
+    later = time.time() + 3000
+    monkeypatch.setattr(oss2.auth, "time", types.SimpleNamespace(time=lambda: later))
+    clock.now = later
+    app = App(sheet.settings, make_table(sheet.settings),
+              clock=lambda: datetime.fromtimestamp(later, UTC))
+    assert app.renew_links() == 1
+    assert app.drain_outbox(60)
+    assert app.renew_links() == 0  # fresh for another hour: nothing to do
+
+    clock.now = later + 1200  # the first links have expired by now
+    row = sheet.row(rid)["fields"]
+    new = [row[cols.final_url]["link"], row[cols.segment(1)]["link"], row[cols.segment(2)]["link"]]
+    for before, after in zip(old, new, strict=True):
+        assert httpx.get(before, timeout=10).status_code == 403
+        assert fetch(after) and after != before
+    project = app.store.by_record(sheet.table_id, rid)
+    assert project.state == ProjectState.completed and project.final_url == new[0]
+    assert [s.url for s in app.store.segments(project.id)] == new[1:]

@@ -188,3 +188,14 @@ def test_a_server_trickling_bytes_hits_the_deadline_and_frees_the_worker(tmp_pat
         server.shutdown()
     assert time.monotonic() - started < 2 + 5 + 30  # the deadline, one read timeout, a loaded machine
     assert not (tmp_path / "slow.jpg").exists()
+
+
+def test_signed_urls_and_tokens_are_redacted_in_log_lines():
+    from sync.redact import redact
+
+    line = ("GET https://b.oss-cn-hangzhou.aliyuncs.com/p/final.mp4?OSSAccessKeyId=LTAIabc&Expires=1&Signature=xyz%3D "
+            "Authorization: Bearer t-g104abc.def POST https://open.feishu.cn/open-apis/bot/v2/hook/2f1e-99 ok")
+    clean = redact(line)
+    for secret in ("LTAIabc", "xyz%3D", "t-g104abc.def", "2f1e-99"):
+        assert secret not in clean
+    assert "Expires=1" in clean and "/p/final.mp4" in clean

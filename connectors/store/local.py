@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -30,7 +31,13 @@ class LocalObjectStore:
             os.replace(tmp, dest)
         except OSError:
             atomic.copy_file(Path(local), dest)
+        return self.link(key)
+
+    def link(self, key: str) -> str:
         return f"{self.base_url}/{quote(key)}"
+
+    def expires_at(self, url: str) -> datetime | None:
+        return None
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()

@@ -10,8 +10,9 @@ import logging
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import oss2
 from oss2 import exceptions as oss_errors
@@ -81,6 +82,23 @@ class OssObjectStore:
             else:
                 self._bucket.put_object_from_file(full, str(local))
         return self._url(full)
+
+    def link(self, key: str) -> str:
+        return self._url(self._full_key(key))
+
+    def expires_at(self, url: str) -> datetime | None:
+        """From the signature's own fields: V1 `Expires` (epoch seconds), V4 `x-oss-date` plus
+        `x-oss-expires`. None for a public URL (OSS_PUBLIC_BASE_URL)."""
+        query = dict(parse_qsl(urlsplit(url).query))
+        try:
+            if "Expires" in query:
+                return datetime.fromtimestamp(int(query["Expires"]), UTC)
+            if "x-oss-date" in query and "x-oss-expires" in query:
+                signed = datetime.strptime(query["x-oss-date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+                return signed + timedelta(seconds=int(query["x-oss-expires"]))
+        except (ValueError, OverflowError, OSError):
+            return datetime.fromtimestamp(0, UTC)  # unreadable: treat as expired, sign anew
+        return None
 
     def _put_multipart(self, local: Path, full_key: str) -> None:
         log.info("uploading %s to OSS in parts of %d bytes", full_key, self.part_size)

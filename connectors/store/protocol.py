@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -9,6 +10,14 @@ from typing import Protocol
 class ObjectStore(Protocol):
     def put(self, local: Path, key: str) -> str:
         """Store `local` under `key` (a relative path with / separators) and return its URL."""
+        ...
+
+    def link(self, key: str) -> str:
+        """A URL for an object already stored (a signing store signs it anew; no upload)."""
+        ...
+
+    def expires_at(self, url: str) -> datetime | None:
+        """When a URL this store handed out stops working; None when it does not expire."""
         ...
 
     def exists(self, key: str) -> bool: ...
