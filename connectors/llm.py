@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 import openai
 
+from connectors import deadline
 from connectors.openai_errors import translated
 from storage.errors import BadInput, Transient
 
@@ -35,7 +36,9 @@ class OpenAIChat:
         self.model = model
         self.temperature = temperature
         self._api_key = api_key
-        self._client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=max_retries, timeout=timeout)
+        # `timeout` bounds each phase, the deadline transport the whole reply.
+        self._client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=max_retries, timeout=timeout,
+                                     http_client=deadline.client(timeout))
 
     def __repr__(self) -> str:
         # Keep the key out of tracebacks and logs that print the object.

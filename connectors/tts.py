@@ -9,6 +9,7 @@ import openai
 from pydub import AudioSegment
 from pydub.exceptions import CouldntDecodeError
 
+from connectors import deadline
 from connectors.openai_errors import translated
 from storage import atomic
 from storage.errors import BadInput, Transient
@@ -29,7 +30,8 @@ class OpenAISpeech:
         self.base_url = base_url
         self.model = model
         self._api_key = api_key
-        self._client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout)
+        self._client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout,
+                                     http_client=deadline.client(timeout))
 
     def __repr__(self) -> str:
         return f"OpenAISpeech(base_url={self.base_url!r}, model={self.model!r})"

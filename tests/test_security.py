@@ -7,6 +7,7 @@ import logging
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -157,37 +158,27 @@ def test_a_rebinding_name_cannot_reach_the_internal_address_it_turns_into(tmp_pa
     assert hits == [("127.0.0.1", f"rebind.example:{port}")]
 
 
-def test_a_server_trickling_bytes_hits_the_deadline_and_frees_the_worker(tmp_path):
-    release = threading.Event()
-
-    class Trickle(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Type", "image/jpeg")
-            self.end_headers()
-            while not release.is_set():  # one byte at a time, each well inside the read timeout
-                try:
-                    self.wfile.write(b"\xff")
-                    self.wfile.flush()
-                except OSError:
-                    return
-                release.wait(0.2)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+def test_a_server_trickling_bytes_hits_the_deadline_and_frees_the_worker(tmp_path, trickle):
     fetcher = ImageFetcher(max_bytes=10_000_000, allow_private=True, timeout=5, deadline=2)
     started = time.monotonic()
-    try:
-        with pytest.raises(Transient, match="2 秒仍未完成"):
-            fetcher.fetch(f"http://127.0.0.1:{server.server_address[1]}/slow.jpg", tmp_path / "slow.jpg")
-    finally:
-        release.set()
-        server.shutdown()
+    with pytest.raises(Transient, match="2 秒仍未完成"):
+        fetcher.fetch(f"{trickle}/slow.jpg", tmp_path / "slow.jpg")
     assert time.monotonic() - started < 2 + 5 + 30  # the deadline, one read timeout, a loaded machine
     assert not (tmp_path / "slow.jpg").exists()
+
+
+def test_llm_and_speech_calls_have_a_total_deadline_too(trickle):
+    from connectors.llm import OpenAIChat
+    from connectors.tts import OpenAISpeech
+    from storage.errors import Unavailable
+
+    for call in (lambda: OpenAIChat(f"{trickle}/v1", "sk-test", "m", timeout=2).complete([{"role": "user", "content": "hi"}]),
+                 lambda: OpenAISpeech(f"{trickle}/v1", "sk-test", timeout=2).synthesize("你好", Path("/nonexistent/x.mp3"),
+                                                                                     voice="alloy", speed=1.0)):
+        started = time.monotonic()
+        with pytest.raises(Unavailable, match="超时"):
+            call()
+        assert time.monotonic() - started < 2 + 2 + 30
 
 
 def test_signed_urls_and_tokens_are_redacted_in_log_lines():

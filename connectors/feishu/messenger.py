@@ -13,6 +13,7 @@ import httpx
 import lark_oapi as lark
 from lark_oapi.api.im.v1 import CreateMessageRequest, CreateMessageRequestBody
 
+from connectors import deadline
 from connectors.feishu import errors
 from storage.errors import AuthFailed, Permanent, RateLimited, Unavailable
 
@@ -50,7 +51,7 @@ class WebhookMessenger:
 
     def __init__(self, url: str, secret: str = "", http: httpx.Client | None = None, clock: Callable[[], float] = time.time):
         self.url, self.secret, self.clock = url, secret, clock
-        self.http = http or httpx.Client(timeout=10)
+        self.http = http or deadline.client(30, timeout=10)
 
     def send_card(self, title: str, markdown: str, dedupe_key: str, failed: bool = False) -> None:
         payload: dict = {"msg_type": "interactive", "card": card(title, markdown, failed)}

@@ -37,6 +37,7 @@ from urllib.parse import quote
 import httpx
 
 from connectors import ffmpeg
+from connectors.deadline import client as deadline_client
 from connectors.openai_errors import retry_after
 from connectors.video.protocol import SegmentRequest, SharedGenerator
 from storage.errors import (
@@ -93,7 +94,8 @@ class HttpVideoGenerator(SharedGenerator):
         image_url = _data_url(req.image)
         deadline = self.clock() + self.timeout
         req.out.parent.mkdir(parents=True, exist_ok=True)
-        with httpx.Client(timeout=self.request_timeout, follow_redirects=True) as client:
+        # Each exchange (the video download too) ends within the job's own deadline.
+        with deadline_client(self.timeout, timeout=self.request_timeout, follow_redirects=True) as client:
             job_id = self._submit(client, req, image_url)
             video_url = self._wait(client, job_id, deadline)
             with tempfile.TemporaryDirectory(dir=req.out.parent, prefix=f".{req.out.stem}.") as tmp:
