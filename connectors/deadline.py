@@ -8,8 +8,10 @@ the openai SDK's) turns it into the usual "timed out, will retry" error.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import httpx
 
@@ -53,3 +55,32 @@ def _check(deadline: float, seconds: float, request: httpx.Request) -> None:
 def client(seconds: float, **kwargs) -> httpx.Client:
     """An httpx client whose every exchange ends within `seconds` (plus at most one read timeout)."""
     return httpx.Client(transport=DeadlineTransport(seconds), **kwargs)
+
+
+T = TypeVar("T")
+
+
+def within(seconds: float, call: Callable[[], T], late: Callable[[], Exception]) -> T:
+    """`call()`'s result, or `late()` raised once `seconds` pass.
+
+    For SDKs that only take a per-read timeout and no transport (lark-oapi and oss2 over
+    requests): the call runs on a daemon thread, so a server that never finishes answering holds
+    that thread until its own read timeout fires, not the worker or the project lock.
+    """
+    outcome: dict[str, object] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller as it is
+            outcome["error"] = e
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="sheetreel-call", daemon=True).start()
+    if not done.wait(seconds):
+        raise late()
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["value"]  # type: ignore[return-value]

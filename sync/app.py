@@ -47,7 +47,8 @@ def make_table(settings: Settings) -> LarkBitable:
         settings.feishu_base_url,
         settings.feishu_timeout,
     )
-    return LarkBitable(client, settings.feishu_app_token, settings.feishu_table_id)
+    return LarkBitable(client, settings.feishu_app_token, settings.feishu_table_id,
+                       deadline_seconds=settings.feishu_deadline)
 
 
 def make_messenger(settings: Settings, table: BitableClient) -> Messenger | None:

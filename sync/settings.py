@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     feishu_table_id: str = Field(default="", alias="FEISHU_TABLE_ID")
     feishu_base_url: str = Field(default="https://open.feishu.cn", alias="FEISHU_BASE_URL")
     feishu_timeout: float = Field(default=30.0, alias="FEISHU_TIMEOUT_SECONDS", gt=0)
+    # The whole of one Feishu call, however slowly the answer trickles in.
+    feishu_deadline: float = Field(default=300.0, alias="FEISHU_DEADLINE_SECONDS", gt=0)
 
     feishu_chat_id: str = Field(default="", alias="FEISHU_CHAT_ID")
     feishu_webhook_url: str = Field(default="", alias="FEISHU_WEBHOOK_URL")

@@ -139,8 +139,8 @@ def file_server(tmp_path):
 
 @pytest.fixture
 def trickle():
-    """A loopback server that answers 200 and then sends a byte every 0.2 s until the test ends:
-    each read is quick, the whole answer never comes."""
+    """A loopback server that answers 200 and then sends a byte every 0.2 s (a header line every
+    0.5 s for PUT) until the test ends: each read is quick, the whole answer never comes."""
     release = threading.Event()
 
     class Trickle(http.server.BaseHTTPRequestHandler):
@@ -155,6 +155,16 @@ def trickle():
                 except OSError:
                     return
                 release.wait(0.2)
+
+        def do_PUT(self):  # headers that never end: the status line alone does not finish a PUT
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            while not release.is_set():
+                try:
+                    self.wfile.write(b"X-Pad: 1\r\n")
+                    self.wfile.flush()
+                except OSError:
+                    return
+                release.wait(0.5)
 
         do_GET = do_POST = _answer
 

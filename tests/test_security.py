@@ -190,3 +190,19 @@ def test_signed_urls_and_tokens_are_redacted_in_log_lines():
     for secret in ("LTAIabc", "xyz%3D", "t-g104abc.def", "2f1e-99"):
         assert secret not in clean
     assert "Expires=1" in clean and "/p/final.mp4" in clean
+
+
+def test_feishu_and_oss_calls_end_by_their_deadline_however_slowly_they_answer(trickle, tmp_path):
+    from connectors.feishu.lark_client import LarkBitable, make_lark_client
+    from connectors.store.oss import OssObjectStore
+    from storage.errors import Unavailable
+
+    table = LarkBitable(make_lark_client("cli_x", "secret", trickle, timeout=5), "bascnX", "tblX", deadline_seconds=2)
+    store = OssObjectStore(trickle.removeprefix("http://"), "bucket", "ak", "sk", call_deadline=2)
+    (tmp_path / "f.mp4").write_bytes(b"video")
+    for call, said in ((table.list_fields, "飞书在 2 秒内没有答完"),
+                       (lambda: store.put(tmp_path / "f.mp4", "p/f.mp4"), "OSS 在 2 秒内没有完成")):
+        started = time.monotonic()
+        with pytest.raises(Unavailable, match=said):
+            call()
+        assert time.monotonic() - started < 2 + 30  # the caller is free; the stuck thread is not its problem

@@ -33,8 +33,10 @@ from lark_oapi.api.drive.v1 import (
 )
 from lark_oapi.core.token.manager import TokenManager
 
+from connectors import deadline
 from connectors.feishu import errors
 from connectors.feishu.protocol import FieldInfo, Record
+from storage.errors import Unavailable
 
 T = TypeVar("T")
 
@@ -54,16 +56,23 @@ def make_lark_client(app_id: str, app_secret: str, base_url: str, timeout: float
 
 
 class LarkBitable:
-    def __init__(self, client: lark.Client, app_token: str, table_id: str, chunk_threshold: int = SINGLE_UPLOAD_LIMIT):
+    def __init__(self, client: lark.Client, app_token: str, table_id: str, chunk_threshold: int = SINGLE_UPLOAD_LIMIT,
+                 deadline_seconds: float = 300):
         self.client = client
         self.app_token = app_token
         self.table_id = table_id
         self.chunk_threshold = chunk_threshold
+        # The SDK bounds each read only; a whole call (an upload of a 20 MB part included) ends within this.
+        self.deadline_seconds = deadline_seconds
 
     # -- the one place vendor failures are translated ------------------------------------------
 
     def _call(self, what: str, send: Callable[[], T]) -> T:
-        return errors.call(what, send, on_token_invalid=self._forget_token)
+        def late() -> Exception:
+            return Unavailable(f"飞书在 {self.deadline_seconds:g} 秒内没有答完，稍后自动重试 ({what})")
+
+        return errors.call(what, lambda: deadline.within(self.deadline_seconds, send, late),
+                           on_token_invalid=self._forget_token)
 
     def _forget_token(self) -> None:
         # The SDK never refreshes a token the server rejected (FEISHU_API.md §1.3); drop it so the

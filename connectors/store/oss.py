@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 import oss2
 from oss2 import exceptions as oss_errors
 
+from connectors import deadline
 from storage.errors import AuthFailed, BadInput, NotFound, Permanent, RateLimited, SheetReelError, Transient, Unavailable
 from storage.paths import safe_component
 
@@ -45,6 +46,7 @@ class OssObjectStore:
         public_base_url: str | None = None,
         upload_threads: int = 3,
         connect_timeout: float = 30.0,
+        call_deadline: float = 60.0,
     ):
         if url_expiry_seconds <= 0:
             raise Permanent(f"OSS_URL_EXPIRY_SECONDS must be positive, got {url_expiry_seconds}")
@@ -55,6 +57,7 @@ class OssObjectStore:
         self.multipart_threshold = multipart_threshold
         self.part_size = part_size
         self.upload_threads = upload_threads
+        self.call_deadline = call_deadline
         self.public_base_url = public_base_url.rstrip("/") if public_base_url else None
         # Resume records hold the upload id and file path (no secrets); they must outlive the
         # process so that a restart resumes instead of re-sending every part.
@@ -76,12 +79,20 @@ class OssObjectStore:
         local = Path(local)
         if not local.is_file():
             raise NotFound(f"要上传的文件不存在：{local} (file to upload is missing)")
+        size = local.stat().st_size
         with _translated(f"上传 {full} 到 OSS"):
-            if local.stat().st_size >= self.multipart_threshold:
-                self._put_multipart(local, full)
+            if size >= self.multipart_threshold:
+                self._bounded(lambda: self._put_multipart(local, full), f"上传 {full}", size)
             else:
-                self._bucket.put_object_from_file(full, str(local))
+                self._bounded(lambda: self._bucket.put_object_from_file(full, str(local)), f"上传 {full}", size)
         return self._url(full)
+
+    def _bounded(self, call, doing: str, size: int = 0):
+        """oss2 bounds each read only: the whole call ends within `call_deadline` plus 256 KB/s of
+        data (a resumed upload picks up from its checkpoint)."""
+        seconds = self.call_deadline + size / (256 * 1024)
+        return deadline.within(seconds, call, lambda: Unavailable(
+            f"{doing}失败：OSS 在 {seconds:.0f} 秒内没有完成，稍后自动重试"))
 
     def link(self, key: str) -> str:
         return self._url(self._full_key(key))
@@ -122,12 +133,12 @@ class OssObjectStore:
     def exists(self, key: str) -> bool:
         full = self._full_key(key)
         with _translated(f"查询 OSS 对象 {full}"):
-            return bool(self._bucket.object_exists(full))
+            return bool(self._bounded(lambda: self._bucket.object_exists(full), f"查询 {full}"))
 
     def delete(self, key: str) -> None:
         full = self._full_key(key)
         with _translated(f"删除 OSS 对象 {full}"):
-            self._bucket.delete_object(full)
+            self._bounded(lambda: self._bucket.delete_object(full), f"删除 {full}")
 
 
 def _checked_prefix(prefix: str) -> str:
