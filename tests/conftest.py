@@ -144,27 +144,24 @@ def trickle():
     release = threading.Event()
 
     class Trickle(http.server.BaseHTTPRequestHandler):
+        def _drip(self, piece: bytes, every: float) -> None:
+            while not release.is_set():
+                try:
+                    self.wfile.write(piece)
+                    self.wfile.flush()
+                except OSError:
+                    return
+                release.wait(every)
+
         def _answer(self):
             self.send_response(200)
             self.send_header("Content-Type", "image/jpeg" if self.path.endswith(".jpg") else "application/json")
             self.end_headers()
-            while not release.is_set():
-                try:
-                    self.wfile.write(b" ")
-                    self.wfile.flush()
-                except OSError:
-                    return
-                release.wait(0.2)
+            self._drip(b" ", 0.2)
 
         def do_PUT(self):  # headers that never end: the status line alone does not finish a PUT
             self.wfile.write(b"HTTP/1.1 200 OK\r\n")
-            while not release.is_set():
-                try:
-                    self.wfile.write(b"X-Pad: 1\r\n")
-                    self.wfile.flush()
-                except OSError:
-                    return
-                release.wait(0.5)
+            self._drip(b"X-Pad: 1\r\n", 0.5)
 
         do_GET = do_POST = _answer
 
