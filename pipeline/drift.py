@@ -2,25 +2,30 @@
 before, so a slight colour cast per shot compounds over a video. Measure it, and pull a frame
 back towards a reference (normally the opening image) before it seeds the next shot.
 
-The measure, `colour_distance`, is CIE76 ΔE*ab between the *average* CIELAB colours of the two
-frames (sRGB, D65), computed on 64x64 downscales. It is a global colour-cast measure: motion and
-re-framing inside the picture barely move it, whereas a per-pixel ΔE would count every moved
-object as drift. About 2.3 is a just-noticeable difference; a cast is plainly visible by ~6.
+A cast is told apart from a change of framing by comparing what the two pictures share, not
+their averages: a zoom into the green ground has a greener average than the whole photo, yet it
+is the same ground. `match` finds where the frame sits in the reference (scale and offset, by
+normalized cross-correlation of lightness, which a cast barely changes), and the cast is the
+median CIELAB difference of the aligned pixels. A frame that cannot be placed (the picture has
+changed too much) is never corrected: a guess would tint it. About 2.3 ΔE is a just-noticeable
+difference; a cast is plainly visible by ~6.
 """
 
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from connectors import ffmpeg
 
-SAMPLE_SIDE = 64
-# Keep contrast matching sane on near-flat frames (a black frame has ~0 spread).
-MIN_STD = 1.0
-STD_RATIO_LIMITS = (0.5, 2.0)
+REFERENCE_WIDTH = 96  # registration resolution: coarse is enough to place a frame, and fast
+SCALES = np.geomspace(1.0, 4.0, 19)  # a chain of zooms can show a quarter of the opening image
+MIN_CORRELATION = 0.6  # below this the frame is not a view of the reference
+GAIN_LIMITS = (0.8, 1.25)
 
 # Linear sRGB -> CIE XYZ (D65), and the D65 white point.
 _RGB_TO_XYZ = np.array([
@@ -33,29 +38,109 @@ _WHITE = np.array([0.95047, 1.0, 1.08883])
 _DELTA = 6 / 29
 
 
+@dataclass
+class Match:
+    """The frame's pixels and the reference's under them (Lab), or none if it could not be placed."""
+
+    frame: np.ndarray
+    reference: np.ndarray | None
+    correlation: float
+
+    @property
+    def cast(self) -> np.ndarray:
+        if self.reference is None:
+            return np.zeros(3)
+        return np.median(self.reference - self.frame, axis=0)
+
+
 def colour_distance(a: Path, b: Path) -> float:
-    """ΔE*ab (CIE76) between the mean Lab colours of two frames; 0 means the same colour balance."""
-    mean_a = rgb_to_lab(_decode(a, SAMPLE_SIDE)).reshape(-1, 3).mean(axis=0)
-    mean_b = rgb_to_lab(_decode(b, SAMPLE_SIDE)).reshape(-1, 3).mean(axis=0)
-    return float(np.linalg.norm(mean_a - mean_b))
+    """ΔE*ab (CIE76) of the colour cast of frame `a` against `b`; 0 means the same colours, however
+    `a` is framed within `b`, and for a frame that is not a view of `b` at all."""
+    return float(np.linalg.norm(match(a, b).cast))
+
+
+def match(frame: Path, reference: Path) -> Match:
+    ref_rgb = _resized(_load(reference), REFERENCE_WIDTH)
+    ref_l = rgb_to_lab(ref_rgb)[..., 0]
+    picture = _load(frame)
+    best: tuple[float, int, int, np.ndarray] | None = None
+    for scale in SCALES:
+        rgb = _resized(picture, int(round(REFERENCE_WIDTH / scale)))
+        fh, fw, _ = rgb.shape
+        if fh > ref_l.shape[0] or fw < 8 or fh < 8:
+            continue
+        score, y, x = _best_position(ref_l, rgb_to_lab(rgb)[..., 0])
+        if best is None or score > best[0]:
+            best = (score, y, x, rgb)
+    if best is None:
+        return Match(np.zeros((0, 3)), None, 0.0)
+    score, y, x, rgb = best
+    fh, fw, _ = rgb.shape
+    frame_lab = rgb_to_lab(rgb).reshape(-1, 3)
+    if score < MIN_CORRELATION:
+        return Match(frame_lab, None, score)
+    return Match(frame_lab, rgb_to_lab(ref_rgb[y : y + fh, x : x + fw]).reshape(-1, 3), score)
+
+
+def _load(image: Path) -> Image.Image:
+    """The first frame, decoded once (ffmpeg reads any format; frames are small)."""
+    size = ffmpeg.probe_first_frame(image)
+    return Image.fromarray(_decode(image, None, (size.width, size.height)))
+
+
+def _resized(picture: Image.Image, width: int) -> np.ndarray:
+    """Area-averaged to `width`, aspect kept."""
+    height = max(1, int(round(width * picture.height / picture.width)))
+    return np.asarray(picture.resize((max(1, width), height), Image.Resampling.BOX))
+
+
+def _best_position(image: np.ndarray, template: np.ndarray) -> tuple[float, int, int]:
+    """Normalized cross-correlation of `template` at every position in `image`: the best one."""
+    th, tw = template.shape
+    t = template - template.mean()
+    t_norm = np.sqrt((t**2).sum())
+    windows = np.lib.stride_tricks.sliding_window_view(image, (th, tw))
+    n = th * tw
+    sums = windows.sum(axis=(2, 3))
+    squares = (windows**2).sum(axis=(2, 3))
+    spread = np.sqrt(np.maximum(squares - sums**2 / n, 1e-9))
+    scores = np.einsum("ijkl,kl->ij", windows, t) / (spread * max(t_norm, 1e-9))
+    y, x = np.unravel_index(int(scores.argmax()), scores.shape)
+    return float(scores[y, x]), int(y), int(x)
 
 
 def correct_towards(frame: Path, reference: Path, out: Path, strength: float = 1.0) -> None:
-    """Write `frame` with its per-channel Lab mean and spread moved towards `reference`'s.
+    """Write `frame` with its colour cast against `reference` removed (`strength` of it).
 
-    strength 1.0 matches the reference's statistics fully, 0.0 leaves the frame as it is. The
-    result is a JPEG written like pipeline/frames.py writes frames, atomically.
+    The correction is fitted on aligned pixels only (per channel, gain and offset), so a faithful
+    frame comes out as it went in whatever part of the reference it shows, and a frame that is not
+    a view of the reference is left alone. The result is a JPEG written like pipeline/frames.py
+    writes frames, atomically.
     """
     if not 0.0 <= strength <= 1.0:
         raise ValueError(f"strength must be between 0 and 1, got {strength}")
+    m = match(frame, reference)
     size = ffmpeg.probe_first_frame(frame)
     lab = rgb_to_lab(_decode(frame, None, (size.width, size.height)))
-    ref = rgb_to_lab(_decode(reference, SAMPLE_SIDE)).reshape(-1, 3)
-    src = lab.reshape(-1, 3)
-    mean_s, mean_r = src.mean(axis=0), ref.mean(axis=0)
-    ratio = np.clip(np.maximum(ref.std(axis=0), MIN_STD) / np.maximum(src.std(axis=0), MIN_STD), *STD_RATIO_LIMITS)
-    matched = (lab - mean_s) * ratio + mean_r
-    _write_jpeg(lab_to_rgb(lab + strength * (matched - lab)), out)
+    if m.reference is not None:
+        gains, offsets = _fit(m.frame, m.reference)
+        lab = lab + strength * ((lab * gains + offsets) - lab)
+    _write_jpeg(lab_to_rgb(lab), out)
+
+
+def _fit(frame: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel, reference ≈ gain × frame + offset, robust to the few pixels that moved."""
+    gains, offsets = np.ones(3), np.zeros(3)
+    for c in range(3):
+        x, y = frame[:, c], reference[:, c]
+        keep = np.abs((y - x) - np.median(y - x)) <= 3 * (np.median(np.abs((y - x) - np.median(y - x))) + 1)
+        if keep.sum() >= 16 and np.ptp(x[keep]) > 1:
+            gain, offset = np.polyfit(x[keep], y[keep], 1)
+            if GAIN_LIMITS[0] <= gain <= GAIN_LIMITS[1]:
+                gains[c], offsets[c] = gain, offset
+                continue
+        offsets[c] = float(np.median(y[keep] - x[keep])) if keep.any() else 0.0
+    return gains, offsets
 
 
 def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:

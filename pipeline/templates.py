@@ -67,7 +67,7 @@ class TemplateConfig(BaseModel):
     # finished video is 100% AI-generated when this is below 1.
     ai_ratio: float = Field(default=1.0, ge=0, le=1)
     # Colour distance (ΔE) of a chained frame to the opening image above which it is corrected.
-    drift_threshold: float | None = Field(default=6.0, ge=0)
+    drift_threshold: float | None = Field(default=2.5, ge=0)
     # Pre-recorded speech in this folder, laid under the video and subtitled by ASR.
     voiceover: str = ""
     # Whether the storyboard model is sent the opening image.

@@ -63,7 +63,7 @@ def test_correction_removes_the_cast(original, shifted, tmp_path):
     out = tmp_path / "corrected.jpg"
     correct_towards(shifted, original, out)
     before, after = colour_distance(original, shifted), colour_distance(original, out)
-    assert after < 2.0 and after < before / 4  # not 0: clipping at the gamut edge remains
+    assert after < 2.5 and after < before / 4  # not 0: clipping at the gamut edge remains
     with Image.open(out) as img:  # a JPEG of the frame's own size, like pipeline/frames.py writes
         assert (img.format, img.size) == ("JPEG", (320, 240))
 
@@ -85,3 +85,29 @@ def test_undecodable_frame_leaves_no_output(original, tmp_path):
     with pytest.raises(MediaError):
         colour_distance(broken, original)
     assert not (tmp_path / "out.jpg").exists() and not list(tmp_path.glob(".*partial*"))
+
+
+def test_a_zoom_into_one_part_of_the_picture_is_not_drift_and_is_left_alone(tmp_path):
+    # Mostly green ground below a blue sky: a zoom into the ground has a far greener average.
+    photo = tmp_path / "photo.png"
+    im = Image.new("RGB", (640, 960), (70, 130, 220))
+    im.paste((60, 150, 50), (0, 500, 640, 960))
+    im.paste((255, 255, 255), (100, 350, 540, 430))
+    im.save(photo)
+    crop = tmp_path / "crop.jpg"
+    still(crop, source=f"movie={photo}", vf="crop=320:480:160:420,scale=320:480")
+    assert colour_distance(crop, photo) < 1.5
+    out = tmp_path / "out.jpg"
+    correct_towards(crop, photo, out)
+    a = np.asarray(Image.open(crop).convert("RGB"), dtype=int)
+    b = np.asarray(Image.open(out).convert("RGB"), dtype=int)
+    assert np.abs(a - b).mean() < 2 and np.abs(a.mean(axis=(0, 1)) - b.mean(axis=(0, 1))).max() < 2
+
+
+def test_a_frame_that_is_not_a_view_of_the_reference_is_never_tinted(original, tmp_path):
+    other = still(tmp_path / "other.jpg", source="color=c=0xC08040:s=320x240")
+    out = tmp_path / "out.jpg"
+    correct_towards(other, original, out)
+    a = np.asarray(Image.open(other).convert("RGB"), dtype=int)
+    b = np.asarray(Image.open(out).convert("RGB"), dtype=int)
+    assert np.abs(a - b).max() <= 2
