@@ -9,7 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from connectors import ffmpeg
-from connectors.video.protocol import SegmentGenerator, SegmentRequest
+from connectors.video.camera import next_view
+from connectors.video.protocol import SegmentGenerator, SegmentRequest, View
 from pipeline import drift, frames
 from pipeline.templates import TemplateConfig
 from storage.models import SegmentSource
@@ -41,17 +42,22 @@ def generate_segments(
     """Render every shot not in `done`, in order. Re-running skips finished shots (checkpoints)."""
     paths.make_dirs()
     seed_frame = paths.opening_image
+    # While every AI shot so far moved over the opening image, the next one can go on from where
+    # the camera is (a pure function of the cameras, so a resumed run finds the same view).
+    view: View | None = View()
     for shot in board.shots:
         k, source = shot.index, sources[shot.index]
+        generator = generator_for(k, source)
+        over_origin = view is not None and source == SegmentSource.ai and generator.moves_over_origin
         if k in done and paths.segment(k).is_file():
             _ensure_frames(paths, k)
         else:
             on_start(k)
-            generator = generator_for(k, source)
             clip = generator.generate(
                 SegmentRequest(image=seed_frame, shot=shot, width=template.width, height=template.height,
                                fps=template.fps, out=paths.segment(k), seed=template.seed + seed + k,
-                               tuning=template.diffusion)
+                               tuning=template.diffusion, origin=paths.opening_image if over_origin else None,
+                               view=view if over_origin else None)
             )
             frames.extract_first_last(paths.segment(k), paths.first_frame(k), paths.last_frame(k))
             distance = _guard_drift(paths, k, template.drift_threshold) if source == SegmentSource.ai else None
@@ -59,6 +65,7 @@ def generate_segments(
             on_done(SegmentResult(k, duration, generator.name, source, distance, clip))
         if source == SegmentSource.ai:
             seed_frame = paths.seed_frame(k) if paths.seed_frame(k).is_file() else paths.last_frame(k)
+            view = next_view(view, shot.camera) if over_origin else None
 
 
 def _guard_drift(paths: ProjectPaths, k: int, threshold: float | None) -> float:

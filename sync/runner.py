@@ -240,6 +240,7 @@ class _SlotGuard:
 
     def __init__(self, generator: SegmentGenerator, slots: threading.Semaphore):
         self.inner, self.slots, self.name = generator, slots, generator.name
+        self.moves_over_origin = generator.moves_over_origin
 
     def generate(self, req: SegmentRequest) -> str | None:
         with self.slots if self.inner.uses_gpu else nullcontext():

@@ -1,9 +1,14 @@
-"""Offline segments: slow zoom or pan over the still image, rendered by ffmpeg's zoompan."""
+"""Offline segments: slow zoom or pan over the still image, rendered by ffmpeg's zoompan.
+
+Chained shots move one camera over the opening image (`next_view` says where each shot ends):
+shot 7 samples the original picture, not a crop of a crop of it, and a zoom that continues
+across shots keeps getting closer instead of restarting from a re-encoded frame."""
 
 from __future__ import annotations
 
 from connectors import ffmpeg
-from connectors.video.protocol import SegmentRequest, SharedGenerator
+from connectors.video.camera import PAN_ZOOM, ZOOM_AMOUNT, next_view
+from connectors.video.protocol import SegmentRequest, SharedGenerator, View
 from storage.storyboard import Camera
 
 # zoompan crops at whole-pixel offsets of its input, and in a chroma-subsampled format it rounds
@@ -13,21 +18,26 @@ from storage.storyboard import Camera
 # yuv444p 2x 0.22 -- at about the cost of yuv420p 2x.
 OVERSAMPLE = 2
 WORK_PIX_FMT = "yuv444p"
-ZOOM_AMOUNT = 0.18  # zoom_in ends (zoom_out starts) at 1.18x
-PAN_ZOOM = 1.15  # pans run over the margin that this zoom leaves around the crop
+
+
+MAX_CANVAS = 2048  # the widest canvas a deep zoom renders from (cost grows with it)
 
 
 class KenBurnsGenerator(SharedGenerator):
     name = "kenburns"
+    moves_over_origin = True
 
     def generate(self, req: SegmentRequest) -> None:
-        ffmpeg.check_image(req.image)
+        over_origin = req.origin is not None and req.view is not None
+        source = req.origin if over_origin else req.image
+        ffmpeg.check_image(source)
         # ffmpeg itself turns EXIF-rotated phone photos upright (autorotate), before our filters.
-        graph = ",".join([*_motion_filters(req), f"format={ffmpeg.PIX_FMT}", "setsar=1"])
+        filters = _view_filters(req) if over_origin else _motion_filters(req)
+        graph = ",".join([*filters, f"format={ffmpeg.PIX_FMT}", "setsar=1"])
         ffmpeg.run_to(
             req.out,
             lambda tmp: [
-                ffmpeg.FFMPEG, "-i", str(req.image), "-map", "0:v:0", "-vf", graph,
+                ffmpeg.FFMPEG, "-i", str(source), "-map", "0:v:0", "-vf", graph,
                 "-frames:v", str(req.frame_count), *ffmpeg.encode_args(req.fps), str(tmp),
             ],
             what=f"Ken Burns segment for shot {req.shot.index + 1}",
@@ -86,3 +96,23 @@ def _motion(camera: Camera, p: str) -> tuple[str, str, str]:
         Camera.static: ("1", "0", "0"),  # normally served by the cheaper loop instead
     }
     return moves[camera]
+
+
+def _view_filters(req: SegmentRequest) -> list[str]:
+    """From `req.view` to where the camera ends, over the opening image covered to the output's
+    aspect at a size where even the closest view is oversampled."""
+    start = req.view or View()
+    end = next_view(start, req.shot.camera)
+    width = min(MAX_CANVAS, req.width * OVERSAMPLE / min(start.size, end.size))
+    cw = int(width) // 2 * 2
+    ch = int(round(cw * req.height / req.width)) // 2 * 2
+    p = _progress(req.frame_count)
+    # Zoom geometrically (a steady feel of approach), the centre linearly: both monotonic.
+    s0, ratio = start.size, end.size / start.size
+    cx0, cy0 = start.x + start.size / 2, start.y + start.size / 2
+    cx1, cy1 = end.x + end.size / 2, end.y + end.size / 2
+    z = f"1/({s0:.6f}*pow({ratio:.6f},{p}))"
+    x = f"iw*({cx0:.6f}+{cx1 - cx0:.6f}*{p})-iw/zoom/2"
+    y = f"ih*({cy0:.6f}+{cy1 - cy0:.6f}*{p})-ih/zoom/2"
+    zoompan = f"zoompan=z='{z}':x='{x}':y='{y}':d={req.frame_count}:s={req.width}x{req.height}:fps={req.fps}"
+    return [*_cover_filters(cw, ch), zoompan]

@@ -22,6 +22,17 @@ class Tuning(BaseModel):
     guidance_scale: float | None = Field(default=None, ge=0, le=50)
 
 
+class View(BaseModel):
+    """Where the camera looks in the opening image (covered to the output's aspect): the left/top
+    corner and the side, as fractions of the whole. The full picture is (0, 0, 1)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    x: float = Field(default=0.0, ge=0, le=1)
+    y: float = Field(default=0.0, ge=0, le=1)
+    size: float = Field(default=1.0, gt=0, le=1)
+
+
 class SegmentRequest(BaseModel):
     """One shot to render: start from `image`, move per `shot`, write `out` in the shared format."""
 
@@ -35,6 +46,10 @@ class SegmentRequest(BaseModel):
     out: Path
     seed: int = 0
     tuning: Tuning = Tuning()
+    # For a backend that moves one camera over the opening image (moves_over_origin): the picture
+    # and where the shot starts looking, so a chain never re-samples a frame of a frame.
+    origin: Path | None = None
+    view: View | None = None
 
     @property
     def frame_count(self) -> int:
@@ -46,6 +61,8 @@ class SegmentGenerator(Protocol):
     name: str
     # Generation holds one of the host's GPU slots (the runner takes it around `generate`).
     uses_gpu: bool
+    # Renders from `origin` and `view` instead of `image` when given (see SegmentRequest).
+    moves_over_origin: bool
 
     def for_project(self, project_id: str, used_clips: Iterable[str] = ()) -> SegmentGenerator:
         """The generator for one project's shots. A backend with per-project state (the stock
@@ -68,6 +85,7 @@ class SharedGenerator:
     """Base for backends without per-project state: one instance serves every project."""
 
     uses_gpu = False
+    moves_over_origin = False
 
     def for_project(self, project_id: str, used_clips: Iterable[str] = ()) -> SharedGenerator:
         return self

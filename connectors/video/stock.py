@@ -83,6 +83,7 @@ class StockLibrary:
 
 
 class StockGenerator:
+    moves_over_origin = False
     uses_gpu = False
 
     def __init__(self, library: StockLibrary, name: str = "stock", *, project_id: str = "", used: Iterable[str] = ()):
