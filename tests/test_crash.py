@@ -88,7 +88,7 @@ def test_kill_9_mid_segment_mid_compose_and_mid_flush_then_everything_completes(
         wait_for(lambda: all(s == ProjectState.completed for s in states()) and not stores.outbox.size(), timeout=120)
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        proc.wait(120)
 
     assert len(kept) >= 2
     now = finished_segments(store)
@@ -113,7 +113,7 @@ def test_sigterm_checkpoints_the_step_and_the_next_start_resumes(busy_sheet):
     wait_for(lambda: len(finished_segments(store)) >= 1)
     kept = finished_segments(store)
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(30) == 0, proc.stderr.read().decode()
+    assert proc.wait(120) == 0, proc.stderr.read().decode()
 
     interrupted = [p for p in store.projects() if any(r.outcome == StepOutcome.interrupted for r in store.steps(p.id))]
     assert interrupted and all(not lifecycle.is_running(p.state) for p in store.projects())
@@ -125,6 +125,6 @@ def test_sigterm_checkpoints_the_step_and_the_next_start_resumes(busy_sheet):
         wait_for(lambda: all(p.state == ProjectState.completed for p in store.projects()), timeout=120)
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        proc.wait(120)
     now = finished_segments(store)
     assert {k: now[k] for k in kept} == kept
