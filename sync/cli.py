@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -93,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"invalid setting: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}", "see the configuration table in README.md")
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `sheetreel status --json | head`: the reader has what it wanted. Point stdout at devnull
+        # so the interpreter's own flush at exit does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _fail(message: str, hint: str) -> int:

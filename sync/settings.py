@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -13,7 +13,7 @@ from sync.columns import Columns
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     feishu_app_id: str = Field(default="", alias="FEISHU_APP_ID")
     feishu_app_secret: SecretStr = Field(default=SecretStr(""), alias="FEISHU_APP_SECRET")
@@ -113,12 +113,17 @@ class Settings(BaseSettings):
     # Row image URLs pointing at loopback/private hosts are refused unless allowed (the emulator is).
     allow_private_urls: bool = Field(default=False, alias="SHEETREEL_ALLOW_PRIVATE_URLS")
 
-    columns: Columns = Field(default_factory=Columns)
+    # Column names, as JSON: SHEETREEL_COLUMNS='{"status": "Status", "segment_pattern": "Seg {n}"}'.
+    # Prefixed like every setting: a bare COLUMNS is the terminal width (`watch` exports it).
+    columns: Columns = Field(default_factory=Columns, alias="SHEETREEL_COLUMNS")
 
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, v: str) -> str:
-        ZoneInfo(v)
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as e:  # not found is a KeyError, not a ValueError
+            raise ValueError(f"unknown time zone {v!r}: use an IANA name such as Asia/Shanghai") from e
         return v
 
     @property
