@@ -124,6 +124,8 @@ class Project(SQLModel, table=True):
     attempts: int = 0
     # Waits on a service that was down or busy: backed off on their own, never counted as attempts.
     outage_waits: int = 0
+    # `cleanup` removed the intermediates (segments, frames, inputs) on purpose: not drift to repair.
+    cleaned_at: datetime | None = Field(default=None, sa_column=Column(AwareDateTime))
     retry_at: datetime | None = Field(default=None, sa_column=Column(AwareDateTime))
     # The row was deleted from the sheet: the project is kept, but nothing is written back any more.
     row_deleted: bool = False

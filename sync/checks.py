@@ -82,7 +82,7 @@ def check_files(store: ProjectStore, p: Project, segments: list[Segment]) -> lis
     paths = store.paths(p)
     out = []
     for seg in segments:
-        if seg.state != SegmentState.done:
+        if seg.state != SegmentState.done or p.cleaned_at is not None:  # removed on purpose by cleanup
             continue
         for name, path in ((f"segment{seg.index + 1}", paths.segment(seg.index)),
                            (f"segment{seg.index + 1}.last_frame", paths.last_frame(seg.index))):

@@ -183,11 +183,12 @@ def cmd_reset(args) -> int:
 
 def cmd_cleanup(args) -> int:
     from sync import ops
+    from sync.app import make_lifecycle, make_locks
 
     settings, stores = _stores(args)
     items = ops.cleanup_plan(stores.projects, _now(), timedelta(days=args.days))
     if not args.dry_run:
-        ops.cleanup(items)
+        ops.cleanup(make_lifecycle(settings, stores), make_locks(settings), items, _now())
     total = sum(i.size for i in items)
     verb = "would free" if args.dry_run else "freed"
     lines = [f"{i.project_id} {i.path} {ops.human(i.size)}" for i in items]

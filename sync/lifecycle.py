@@ -71,6 +71,7 @@ class Event(str, enum.Enum):
     sheet_refused = "sheet_refused"  # the sheet refused our write for good
     columns_missing = "columns_missing"  # the table lacks columns the write needs; the rest landed
     links_renewed = "links_renewed"  # signed URLs about to expire were signed anew
+    cleaned_up = "cleaned_up"  # `cleanup` removed a finished project's intermediates
 
 
 USER_ACTIONS = frozenset({Event.start, Event.resume, Event.redo_storyboard, Event.redo_segment, Event.compose,
@@ -123,6 +124,7 @@ TABLE: dict[Event, dict[ProjectState, Target]] = {
     Event.sheet_refused: _to(ALL, SAME),
     Event.columns_missing: _to(ALL, SAME),
     Event.links_renewed: _to(ALL, SAME),
+    Event.cleaned_up: {S.completed: SAME},
 }
 ANNOUNCED = frozenset({Event.step_failed, Event.crash_loop, Event.inputs_invalid})
 # Events after which a pending 取消 means nothing any more: the user asked for something newer,
@@ -228,7 +230,7 @@ def inputs_changed(p: Project, problems: list[str]) -> Change:
     """New inputs: everything made from the old ones is stale (the caller removed the files)."""
     change = _move(p, Event.inputs_invalid if problems else Event.inputs_changed)
     p.last_good, p.attempts, p.retry_at, p.crash_resumes, p.advance_once = S.pending, 0, None, 0, False
-    p.outage_waits = 0
+    p.outage_waits, p.cleaned_at = 0, None
     p.storyboard_json = p.final_url = p.cover_url = p.final_duration = None
     p.progress = 0
     p.error, p.notice = "；".join(problems), ""
@@ -250,6 +252,7 @@ def action(p: Project, event: Event) -> Change:
         p.progress_text, p.advance_once = "已取消", False
         return change
     p.attempts, p.outage_waits, p.crash_resumes, p.advance_once, p.progress_text = 0, 0, 0, True, "排队中"
+    p.cleaned_at = None  # whatever runs next makes intermediates again
     if event == Event.redo_segment:
         p.takes += 1  # part of every generation seed: a redo is a new take, not the same video
     if event == Event.redo_storyboard:
@@ -404,6 +407,11 @@ def columns_missing(p: Project, columns: list[str]) -> Change:
     """The row's other cells landed; it says which columns the table lacks until they are added."""
     p.notice = columns_missing_notice(columns) if columns else ""
     return _move(p, Event.columns_missing)
+
+
+def cleaned_up(p: Project, now: datetime) -> Change:
+    p.cleaned_at = now
+    return _move(p, Event.cleaned_up)
 
 
 def links_renewed(p: Project, final_url: str | None, cover_url: str | None) -> Change:

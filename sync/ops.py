@@ -103,9 +103,19 @@ def cleanup_plan(store: ProjectStore, now: datetime, older_than: timedelta) -> l
     return items
 
 
-def cleanup(items: list[CleanupItem]) -> None:
-    for item in items:
-        shutil.rmtree(item.path, ignore_errors=True)
+def cleanup(life: Lifecycle, locks: ProjectLocks, items: list[CleanupItem], now: datetime) -> None:
+    """Delete the intermediates, and mark each project so repairs know they went on purpose."""
+    for project_id in dict.fromkeys(i.project_id for i in items):
+        with locks.hold(project_id) as got:
+            if not got:
+                continue  # a worker has it (a redo): its files are not ours to delete now
+            try:
+                life.commit(project_id, lambda q: lifecycle.cleaned_up(q, now))
+            except (KeyError, Refused):
+                continue  # gone, or no longer completed
+            for item in items:
+                if item.project_id == project_id:
+                    shutil.rmtree(item.path, ignore_errors=True)
 
 
 def human(size: float) -> str:

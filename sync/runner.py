@@ -141,16 +141,7 @@ class ProjectRunner:
         paths = self.d.store.paths(p)
         paths.make_dirs()
         template = self.d.templates.get(p.template)
-        if not paths.opening_image.is_file():
-            if not p.image_ref:
-                raise BadInput("首帧图片为空：请在「首帧图片」列上传一张图片，或填写图片链接 (opening image missing)")
-            # Downloaded beside it, and only a decoded, re-encoded copy becomes the opening image.
-            download = paths.inputs / "download"
-            self.d.fetch_image(ImageRef.model_validate_json(p.image_ref), download)
-            try:
-                prepare_opening_image(download, paths.opening_image)
-            finally:
-                download.unlink(missing_ok=True)
+        self._opening_image(p)
         backend = template.storyboard_backend or self.d.storyboard_backend
         if backend == "llm" and template.llm_images:
             backend = "llm-images"
@@ -164,10 +155,28 @@ class ProjectRunner:
 
         return self._commit(p, made)
 
+    def _opening_image(self, p: Project) -> None:
+        """The row's image in the project folder (again, if `cleanup` removed the inputs)."""
+        paths = self.d.store.paths(p)
+        if paths.opening_image.is_file():
+            return
+        if not p.image_ref:
+            raise BadInput("首帧图片为空：请在「首帧图片」列上传一张图片，或填写图片链接 (opening image missing)")
+        paths.inputs.mkdir(parents=True, exist_ok=True)
+        # Downloaded beside it, and only a decoded, re-encoded copy becomes the opening image.
+        download = paths.inputs / "download"
+        self.d.fetch_image(ImageRef.model_validate_json(p.image_ref), download)
+        try:
+            prepare_opening_image(download, paths.opening_image)
+        finally:
+            download.unlink(missing_ok=True)
+
     def _segments(self, p: Project) -> Project:
         board = Storyboard.model_validate_json(p.storyboard_json)
         template = self.d.templates.get(p.template)
         paths = self.d.store.paths(p)
+        paths.make_dirs()
+        self._opening_image(p)
         total = len(board.shots)
         sources = plan_sources(p.id, total, template.ai_ratio)
         finished = [s for s in self.d.store.segments(p.id) if s.state == SegmentState.done]

@@ -63,7 +63,7 @@ class SheetSide:
     def __call__(self, p: Project, segments: list[Segment], changes: list[Change]) -> Effects:
         events = {c.event for c in changes}
         notify = announcement(p, self.sheet_url) if any(c.announced for c in changes) else None
-        if p.row_deleted or events <= {Event.sheet_refused, Event.row_deleted}:
+        if p.row_deleted or events <= {Event.sheet_refused, Event.row_deleted, Event.cleaned_up}:
             return Effects(notify=notify)  # a write the sheet refused would be refused again
         attachments = {}
         if p.state == ProjectState.completed and events & {Event.step_succeeded, Event.resync}:

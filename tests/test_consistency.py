@@ -142,3 +142,21 @@ def test_inspect_and_health(six, capsys):
     assert code == 0 and json.loads("\n".join(lines))["checks"]["sheet"]["ok"] is True
     code, lines = run(capsys, "health", "--max-backlog", "-1")
     assert code == 1 and any(line.startswith("FAIL outbox") for line in lines)
+
+
+def test_cleanup_then_verify_finds_nothing_to_repair_and_a_redo_still_works(six, capsys):
+    sheet, app, projects = six
+    assert run(capsys, "cleanup", "--days", "0")[0] == 0
+    first = app.store.get(projects[0].id)
+    assert first.cleaned_at is not None and not app.store.paths(first).segments.exists()
+    code, lines = run(capsys, "verify-consistency")
+    assert code == 0, lines  # the intermediates went on purpose: nothing to regenerate
+    run(capsys, "verify-consistency", "--fix")
+    assert all(app.store.get(p.id).state == ProjectState.completed for p in projects)
+
+    # 重做第2段 on a cleaned project makes what it needs again.
+    sheet.emu.set_cells(sheet.app_token, sheet.table_id, first.record_id, {sheet.cols.action: "重做第2段"})
+    app.once()
+    again = app.store.get(first.id)
+    assert again.state == ProjectState.completed and again.cleaned_at is None, again.error
+    assert app.store.paths(again).segment(1).is_file()
