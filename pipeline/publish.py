@@ -19,12 +19,14 @@ class Publisher:
     def renewed(self, local: Path, url: str | None, before: datetime) -> str | None:
         """A fresh URL for the published `local` when `url` stops working before `before`;
         None when it does not need one (no URL, or one that lasts)."""
+        return self.objects.link(self._key(local)) if self.expiring(url, before) else None
+
+    def expiring(self, url: str | None, before: datetime) -> bool:
+        """Whether `url` stops working before `before` (never, for a link without an expiry)."""
         if not url:
-            return None
+            return False
         expires = self.objects.expires_at(url)
-        if expires is None or expires > before:
-            return None
-        return self.objects.link(self._key(local))
+        return expires is not None and expires <= before
 
     def _key(self, local: Path) -> str:
         return "/".join(Path(local).relative_to(self.projects_root).parts)

@@ -20,8 +20,9 @@ def renew_links(store: ProjectStore, publisher: Publisher, life: Lifecycle, lock
     """Renew every link that stops working before `now + margin`; how many projects changed."""
     before, renewed = now + margin, 0
     for p in store.projects():
-        if p.row_deleted:
-            continue
+        urls = [p.final_url, p.cover_url, *(s.url for s in store.segments(p.id))]
+        if p.row_deleted or not any(publisher.expiring(url, before) for url in urls):
+            continue  # the common case, decided without taking the project's lock
         with locks.hold(p.id) as got:
             if not got:
                 continue  # a worker has it: whatever it publishes now comes with fresh links
