@@ -59,7 +59,7 @@ EXPECTED = {
     Event.sheet_refused: everywhere("same"),
     Event.columns_missing: everywhere("same"),
     Event.links_renewed: everywhere("same"),
-    Event.cleaned_up: {**{s: None for s in EVERY}, ProjectState.completed: "same"},
+    Event.cleaned_up: row(completed=D),
 }
 PAIRS = [(event, state) for event in Event for state in EVERY]
 
