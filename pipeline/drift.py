@@ -60,9 +60,12 @@ def colour_distance(a: Path, b: Path) -> float:
 
 
 def match(frame: Path, reference: Path) -> Match:
+    return _match(_load(frame), reference)
+
+
+def _match(picture: Image.Image, reference: Path) -> Match:
     ref_rgb = _resized(_load(reference), REFERENCE_WIDTH)
     ref_l = rgb_to_lab(ref_rgb)[..., 0]
-    picture = _load(frame)
     best: tuple[float, int, int, np.ndarray] | None = None
     for scale in SCALES:
         rgb = _resized(picture, int(round(REFERENCE_WIDTH / scale)))
@@ -119,9 +122,9 @@ def correct_towards(frame: Path, reference: Path, out: Path, strength: float = 1
     """
     if not 0.0 <= strength <= 1.0:
         raise ValueError(f"strength must be between 0 and 1, got {strength}")
-    m = match(frame, reference)
-    size = ffmpeg.probe_first_frame(frame)
-    lab = rgb_to_lab(_decode(frame, None, (size.width, size.height)))
+    picture = _load(frame)  # decoded once: matched at low resolution, corrected at its own
+    m = _match(picture, reference)
+    lab = rgb_to_lab(np.asarray(picture))
     if m.reference is not None:
         gains, offsets = _fit(m.frame, m.reference)
         lab = lab + strength * ((lab * gains + offsets) - lab)

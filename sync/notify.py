@@ -47,10 +47,12 @@ class Notifier:
             horizon = max(filter(None, (self.since, now - self.backlog)))
             if skipped := self.notes.skip_older(horizon, "未发送：早于群通知开启时间，或已超过补发时限"):
                 log.info("old notifications not sent count=%d since=%s", skipped, horizon.isoformat())
-            due = self.notes.due(now)
-            waiting = len(self.notes.due()) - len(due)
+            unsent = self.notes.due()  # one read: what is due now, and what backs off
+            due = [n for n in unsent if n.next_attempt_at is None or n.next_attempt_at <= now]
+            waiting = len(unsent) - len(due)
             if not due and waiting and self._probe.due(now):
-                due = self.notes.due(now + GIVEN_UP / 2)[:1]  # is the chat back?
+                # Is the chat back? Tried with one backed-off message (not one given up on).
+                due = [n for n in unsent if n.next_attempt_at < now + GIVEN_UP / 2][:1]
             if due:
                 self._probe.tried(now)
             sent = self._send(due)
