@@ -12,9 +12,11 @@ from connectors import ffmpeg
 TAIL_SECONDS = 1.0
 
 
-def extract_first_last(video: Path, first: Path, last: Path) -> None:
+def extract_first_last(video: Path, first: Path, last: Path | None) -> None:
+    """Both frames; only the first when `last` is None (a provider gave its own last frame)."""
     ffmpeg.run_to(first, lambda tmp: _first_frame_argv(video, tmp), what=f"first frame of {video.name}")
-    ffmpeg.run_to(last, lambda tmp: _last_frame_argv(video, tmp), what=f"last frame of {video.name}")
+    if last is not None:
+        ffmpeg.run_to(last, lambda tmp: _last_frame_argv(video, tmp), what=f"last frame of {video.name}")
 
 
 def _first_frame_argv(video: Path, out: Path) -> list[str]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from connectors import ffmpeg
 from connectors.video.camera import next_view
-from connectors.video.protocol import SegmentGenerator, SegmentRequest, View
+from connectors.video.protocol import SegmentGenerator, SegmentRequest, TaskJournal, View
 from pipeline import drift, frames
 from pipeline.templates import TemplateConfig
 from storage.models import SegmentSource
@@ -38,8 +38,11 @@ def generate_segments(
     on_start: Callable[[int], None],
     on_done: Callable[[SegmentResult], None],
     seed: int = 0,
+    journal_for: Callable[[int], TaskJournal] | None = None,
 ) -> None:
-    """Render every shot not in `done`, in order. Re-running skips finished shots (checkpoints)."""
+    """Render every shot not in `done`, in order. Re-running skips finished shots (checkpoints).
+
+    `journal_for(k)` keeps shot k's provider task for backends whose work outlives the process."""
     paths.make_dirs()
     seed_frame = paths.opening_image
     # While every AI shot so far moved over the opening image, the next one can go on from where
@@ -53,19 +56,26 @@ def generate_segments(
             _ensure_frames(paths, k)
         else:
             on_start(k)
+            paths.last_frame(k).unlink(missing_ok=True)  # only a backend's own last frame may be there after
             clip = generator.generate(
                 SegmentRequest(image=seed_frame, shot=shot, width=template.width, height=template.height,
                                fps=template.fps, out=paths.segment(k), seed=template.seed + seed + k,
                                tuning=template.diffusion, origin=paths.opening_image if over_origin else None,
-                               view=view if over_origin else None)
+                               view=view if over_origin else None, last_frame=paths.last_frame(k),
+                               end_image=paths.opening_image if template.end_frame == "opening" else None,
+                               journal=journal_for(k) if journal_for else None)
             )
-            frames.extract_first_last(paths.segment(k), paths.first_frame(k), paths.last_frame(k))
+            own_last = paths.last_frame(k).is_file()
+            frames.extract_first_last(paths.segment(k), paths.first_frame(k), None if own_last else paths.last_frame(k))
             distance = _guard_drift(paths, k, template.drift_threshold) if source == SegmentSource.ai else None
             duration = ffmpeg.probe(paths.segment(k)).duration
             on_done(SegmentResult(k, duration, generator.name, source, distance, clip))
         if source == SegmentSource.ai:
             seed_frame = paths.seed_frame(k) if paths.seed_frame(k).is_file() else paths.last_frame(k)
             view = next_view(view, shot.camera) if over_origin else None
+        elif template.chain_from_stock:
+            # The next AI shot continues the real footage; the camera leaves the opening image.
+            seed_frame, view = paths.last_frame(k), None
 
 
 def _guard_drift(paths: ProjectPaths, k: int, threshold: float | None) -> float:

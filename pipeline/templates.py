@@ -66,6 +66,12 @@ class TemplateConfig(BaseModel):
     # Share of shots made by the AI backend; the rest come from the stock library, so that no
     # finished video is 100% AI-generated when this is below 1.
     ai_ratio: float = Field(default=1.0, ge=0, le=1)
+    # An AI shot after a stock clip starts from the clip's last frame (a cut that continues the
+    # picture) instead of the last AI frame.
+    chain_from_stock: bool = False
+    # "opening": where the backend supports first+last frame conditioning (Wan kf2v, Seedance,
+    # Kling), every AI shot ends on the opening image, so the video keeps coming back to it.
+    end_frame: Literal["none", "opening"] = "none"
     # Colour distance (ΔE) of a chained frame to the opening image above which it is corrected.
     drift_threshold: float | None = Field(default=2.5, ge=0)
     # Pre-recorded speech in this folder, laid under the video and subtitled by ASR.

@@ -121,6 +121,8 @@ class Project(SQLModel, table=True):
     final_url: str | None = None
     cover_url: str | None = None
     final_duration: float | None = None
+    # What the provider shots of this row have cost so far, redone ones included (the price table's unit).
+    cost: float | None = None
     attempts: int = 0
     # Waits on a service that was down or busy: backed off on their own, never counted as attempts.
     outage_waits: int = 0
@@ -154,6 +156,10 @@ class Segment(SQLModel, table=True):
     url: str | None = None
     drift: float | None = None
     clip: str | None = None  # stock shots: the library clip it was cut from (kept out of later shots)
+    # Cloud shots: the provider task (connectors.video.protocol.RemoteTask as JSON), kept from before
+    # the submit so a restart polls it instead of paying twice; and what it cost, by the price table.
+    task: str | None = Field(default=None, sa_column=Column(Text))
+    cost: float | None = None
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(AwareDateTime, nullable=False))
 
 

@@ -99,7 +99,7 @@ def make_writer(settings: Settings, stores: Stores, table: BitableClient, life: 
                 pass  # deleted meanwhile
 
     flusher = OutboxFlusher(stores.outbox, stores.sync, table, clock, settings.sheet_retry(),
-                            on_permanent=refused, on_missing=missing)
+                            on_permanent=refused, on_missing=missing, optional=settings.columns.optional())
     messenger = make_messenger(settings, table)
     notifier = None
     if messenger:
@@ -150,6 +150,7 @@ class App:
                 max_crash_resumes=settings.max_crash_resumes,
                 gpu_slots=threading.BoundedSemaphore(settings.gpu_slots),
                 stopping=self.stopping,
+                prices=settings.video_prices,
             )
         )
         self.poller = Poller(table, self.stores, self.life, self.locks, settings.columns, self.templates, settings.tz,

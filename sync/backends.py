@@ -44,13 +44,47 @@ def generators(settings: Settings) -> dict[str, SegmentGenerator]:
             guidance_scale=settings.diffusers_guidance_scale, seed=settings.diffusers_seed,
             max_pixels=settings.diffusers_max_pixels,
         )
-    if settings.video_api_base_url:
-        from connectors.video.http_api import HttpVideoGenerator
-
-        out["http"] = HttpVideoGenerator(settings.video_api_base_url, settings.video_api_key.get_secret_value(),
-                                         settings.video_api_model)
+    out.update(cloud_generators(settings))
     if settings.stock_library_dir:
         out["stock"] = StockGenerator(StockLibrary(settings.stock_library_dir))
+    return out
+
+
+def cloud_generators(settings: Settings) -> dict[str, SegmentGenerator]:
+    """A backend per cloud provider whose key is set; each with its own slots and submit spacing."""
+    from connectors.video.remote import RemoteGenerator
+
+    s = settings
+
+    def remote(provider, concurrency: int, per_minute: float | None) -> SegmentGenerator:
+        return RemoteGenerator(provider, concurrency=concurrency, submits_per_minute=per_minute,
+                               poll_interval=s.video_poll_seconds, timeout=s.video_task_timeout_seconds)
+
+    out: dict[str, SegmentGenerator] = {}
+    if key := s.video_api_key.get_secret_value():
+        from connectors.video.openai_videos import OpenAIVideos
+
+        out["openai"] = remote(OpenAIVideos(s.video_api_base_url, key, s.video_api_model, sizes=s.video_api_sizes,
+                                            durations=s.video_api_durations),
+                               s.video_api_concurrency, s.video_api_submits_per_minute)
+    if key := s.dashscope_api_key.get_secret_value():
+        from connectors.video.dashscope_wan import DashScopeWan
+
+        out["wan"] = remote(DashScopeWan(key, s.wan_model, base_url=s.dashscope_base_url, resolution=s.wan_resolution,
+                                         durations=s.wan_durations),
+                            s.wan_concurrency, s.wan_submits_per_minute)
+    if key := s.ark_api_key.get_secret_value():
+        from connectors.video.ark_seedance import ArkSeedance
+
+        out["seedance"] = remote(ArkSeedance(key, s.seedance_model, base_url=s.ark_base_url,
+                                             resolution=s.seedance_resolution, durations=s.seedance_durations),
+                                 s.seedance_concurrency, s.seedance_submits_per_minute)
+    if s.kling_access_key and (secret := s.kling_secret_key.get_secret_value()):
+        from connectors.video.kling import Kling
+
+        out["kling"] = remote(Kling(s.kling_access_key, secret, s.kling_model, base_url=s.kling_base_url,
+                                    mode=s.kling_mode, durations=s.kling_durations),
+                              s.kling_concurrency, s.kling_submits_per_minute)
     return out
 
 

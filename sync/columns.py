@@ -43,6 +43,8 @@ class Columns(BaseModel):
     cover: str = "封面"
     project_id: str = "项目ID"
     updated_at: str = "更新时间"
+    # Optional (a number column): what the row's provider shots have cost, by SHEETREEL_VIDEO_PRICES.
+    cost: str = "费用"
     # A ModifiedTime field: lets a poll read only rows changed since the last one.
     modified_time: str = "最后修改时间"
     max_segments: int = Field(default=20, ge=1, le=20)
@@ -50,6 +52,10 @@ class Columns(BaseModel):
     def segment(self, n: int) -> str:
         """Column for segment n, counted from 1 as users count."""
         return self.segment_pattern.format(n=n)
+
+    def optional(self) -> frozenset[str]:
+        """Written when the table has them; a table without them is fine."""
+        return frozenset({self.cost})
 
     def user_columns(self) -> list[str]:
         return [self.image, self.scene, self.template, self.shot_count, self.publish_date, self.mode]
@@ -90,5 +96,6 @@ class Columns(BaseModel):
             (self.project_id, FieldType.text, []),
             (self.updated_at, FieldType.datetime, []),
             (self.modified_time, FieldType.modified_time, []),
+            (self.cost, FieldType.number, []),
         ]
         return cols

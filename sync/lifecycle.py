@@ -55,6 +55,7 @@ class Event(str, enum.Enum):
     # the runner
     step_started = "step_started"
     step_progress = "step_progress"
+    task_saved = "task_saved"  # a provider task was journalled on its segment; the row does not change
     step_succeeded = "step_succeeded"
     step_retry = "step_retry"  # failed, will be tried again later
     step_failed = "step_failed"  # failed for good
@@ -109,6 +110,7 @@ TABLE: dict[Event, dict[ProjectState, Target]] = {
     Event.action_refused: _to(ALL, SAME),
     Event.step_started: {state: running for state, (_, running) in STEPS.items()},
     Event.step_progress: _to(RUNNING, SAME),
+    Event.task_saved: _to(RUNNING, SAME),
     Event.step_succeeded: dict(SUCCEEDS_TO),
     Event.step_retry: dict(RESUME_FROM),
     Event.step_failed: _to(RUNNING, S.failed),
@@ -290,6 +292,11 @@ def step_progress(p: Project, progress: int, text: str, made: bool = False) -> C
     if made:
         p.crash_resumes = 0
     return change
+
+
+def task_saved(p: Project) -> Change:
+    """The segment committed with this holds its provider task: kept before and after the submit."""
+    return _move(p, Event.task_saved)
 
 
 def step_succeeded(p: Project, progress: int, text: str) -> Change:

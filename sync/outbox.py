@@ -71,10 +71,13 @@ class OutboxFlusher:
         retry: RetryPolicy,
         on_permanent: Callable[[str, str], None] | None = None,
         on_missing: Callable[[str, list[str]], None] | None = None,
+        optional: frozenset[str] = frozenset(),
         batch_size: int = 500,
     ):
         self.outbox, self.uploads, self.table, self.clock = outbox, uploads, table, clock
         self.retry, self.on_permanent, self.on_missing, self.batch_size = retry, on_permanent, on_missing, batch_size
+        # Columns a table may simply not have (费用): dropped from the write without a word.
+        self.optional = optional
         self._lock = threading.Lock()
         self._probe = Probe()
         self._known_fields: set[str] | None = None
@@ -137,7 +140,7 @@ class OutboxFlusher:
         # A column the table lacks (deleted by a user, or 段8视频 in a table made with six) must not
         # sink the row's other cells: they land, and the row says what is missing. Clearing such
         # a column is a no-op, not a problem.
-        if missing := [k for k in (*row.fields, *row.attachments) if k in wanted - known]:
+        if missing := [k for k in (*row.fields, *row.attachments) if k in wanted - known - self.optional]:
             log.warning("columns missing project=%s record=%s columns=%s", row.project_id, row.record_id,
                         ",".join(missing))
         if self.on_missing:  # also when none are, to clear the row's notice once they are back

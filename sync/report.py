@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from connectors.video.protocol import RemoteTask
 from storage.projects import ProjectStore
 
 
@@ -21,19 +22,22 @@ def project_rows(store: ProjectStore) -> list[dict]:
                 "final_path": str(final) if final and final.is_file() else None,
                 "final_url": p.final_url,
                 "error": p.error or None,
+                "cost": p.cost,
             }
         )
     return out
 
 
 def format_table(rows: list[dict]) -> str:
-    headers = ["row", "state", "shots", "duration", "final video", "url / error"]
+    costs = any(r["cost"] is not None for r in rows)  # a column only where a price table is set
+    headers = ["row", "state", "shots", "duration", *(["cost"] if costs else []), "final video", "url / error"]
     body = [
         [
             r["record_id"],
             r["state"],
             str(r["shots"] or "-"),
             f"{r['duration']:.1f}s" if r["duration"] else "-",
+            *([f"{r['cost']:g}" if r["cost"] is not None else "-"] if costs else []),
             r["final_path"] or "-",
             r["final_url"] or (r["error"] or "-"),
         ]
@@ -54,7 +58,7 @@ def project_detail(store: ProjectStore, key: str) -> dict | None:
         "folder": str(store.paths(project).root),
         "segments": [
             {"index": s.index + 1, "state": s.state.value, "source": s.source.value, "backend": s.backend,
-             "duration": s.duration, "url": s.url, "clip": s.clip}
+             "duration": s.duration, "url": s.url, "clip": s.clip, "task": _task_id(s.task), "cost": s.cost}
             for s in store.segments(project.id)
         ],
         "steps": [
@@ -76,11 +80,25 @@ def format_detail(d: dict) -> str:
         lines.append(f"error: {p['error']}")
     if p["final_url"]:
         lines.append(f"final: {p['final_url']} ({p['final_duration']:.1f}s)")
+    if p["cost"] is not None:
+        lines.append(f"cost: {p['cost']:g}")
     lines.append("segments:" if d["segments"] else "segments: none yet")
     lines += [f"  {s['index']:>2} {s['state']:<10} {s['source']:<5} {s['backend']:<9} "
               f"{(str(round(s['duration'], 2)) + 's') if s['duration'] else '-':>6}"
-              + (f"  {s['clip']}" if s["clip"] else "") for s in d["segments"]]
+              + (f"  {s['clip']}" if s["clip"] else "") + (f"  task {s['task']}" if s["task"] else "")
+              + (f"  cost {s['cost']:g}" if s["cost"] is not None else "") for s in d["segments"]]
     lines.append("steps:")
     lines += [f"  {r['step']:<10} #{r['attempt']} {r['started'][:19]} {'ok' if r['ok'] else ('running' if r['ok'] is None else 'failed')}"
               + (f"  {r['error']}" if r["error"] else "") for r in d["steps"]]
     return "\n".join(lines)
+
+
+def _task_id(raw: str | None) -> str | None:
+    """The provider task of a segment, as the provider's console shows it ("pending" before its answer)."""
+    if not raw:
+        return None
+    try:
+        task = RemoteTask.model_validate_json(raw)
+    except ValueError:
+        return "unreadable"
+    return f"{task.provider}:{task.id or 'pending'}"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from connectors.asr import Transcriber
 from connectors.tts import Speech
-from connectors.video.protocol import SegmentGenerator, SegmentRequest
+from connectors.video.protocol import RemoteTask, SegmentGenerator, SegmentRequest
 from pipeline import compose, final_cut
 from pipeline.inputs import prepare_opening_image
 from pipeline.mix import plan_sources
@@ -60,6 +60,8 @@ class RunnerDeps:
     stopping: threading.Event = field(default_factory=threading.Event)
     speech: Speech | None = None
     transcriber: Transcriber | None = None
+    # Price per generated second, by model (or backend) name: what a provider shot costs.
+    prices: dict[str, float] = field(default_factory=dict)
 
 
 class Stopping(Exception):
@@ -179,28 +181,45 @@ class ProjectRunner:
         self._opening_image(p)
         total = len(board.shots)
         sources = plan_sources(p.id, total, template.ai_ratio)
-        finished = [s for s in self.d.store.segments(p.id) if s.state == SegmentState.done]
+        known = {s.index: s for s in self.d.store.segments(p.id)}
+        finished = [s for s in known.values() if s.state == SegmentState.done]
         # Clips already in this video, from earlier runs too: a restart or a redone shot must
         # not bring one of them back.
         used = {s.clip for s in finished if s.clip}
         by_source = {source: _SlotGuard(self._generator(template, source).for_project(p.id, used), self.d.gpu_slots)
                      for source in set(sources)}
+        journals: dict[int, _TaskJournal] = {}
+
+        def journal_for(k: int) -> _TaskJournal:
+            if k not in journals:
+                journals[k] = _TaskJournal(self, p, k, sources[k], by_source[sources[k]].name,
+                                           known[k].task if k in known else None)
+            return journals[k]
 
         def on_start(k: int) -> None:
             self._checkpoint(p)
-            seg = Segment(project_id=p.id, index=k, state=SegmentState.generating, source=sources[k],
-                          backend=by_source[sources[k]].name)
+            seg = journal_for(k).segment  # carries a provider task saved by an earlier run
             self._commit(p, lambda q: lifecycle.step_progress(q, 10 + 75 * k // total, f"生成第{k + 1}/{total}段"), (seg,))
 
         def on_done(res: SegmentResult) -> None:
             url = self.d.publisher.put(paths.segment(res.index))
+            task = journal_for(res.index).task
+            cost = self._cost(RemoteTask.model_validate_json(task)) if task else None
             seg = Segment(project_id=p.id, index=res.index, state=SegmentState.done, source=res.source,
-                          backend=res.backend, duration=res.duration, url=url, drift=res.drift, clip=res.clip)
+                          backend=res.backend, duration=res.duration, url=url, drift=res.drift, clip=res.clip,
+                          task=task, cost=cost)
             pct, text = 10 + 75 * (res.index + 1) // total, f"完成第{res.index + 1}/{total}段"
-            self._commit(p, lambda q: lifecycle.step_progress(q, pct, text, made=True), (seg,))
+
+            def made(q: Project) -> lifecycle.Change:
+                if cost is not None:
+                    q.cost = round((q.cost or 0.0) + cost, 4)
+                return lifecycle.step_progress(q, pct, text, made=True)
+
+            self._commit(p, made, (seg,))
 
         generate_segments(board, paths, template, sources, lambda k, source: by_source[source],
-                          {s.index for s in finished}, on_start, on_done, seed=TAKE_SEED_STRIDE * p.takes)
+                          {s.index for s in finished}, on_start, on_done, seed=TAKE_SEED_STRIDE * p.takes,
+                          journal_for=journal_for)
         return self._commit(p, lambda q: lifecycle.step_succeeded(q, 85, "视频段完成"))
 
     def _compose(self, p: Project) -> Project:
@@ -231,6 +250,10 @@ class ProjectRunner:
         except KeyError:
             raise BadInput(f"分镜后端“{name}”未配置：可选 {', '.join(self.d.storyboarders)}") from None
 
+    def _cost(self, task: RemoteTask) -> float | None:
+        price = self.d.prices.get(task.model, self.d.prices.get(task.provider))
+        return round(price * task.seconds, 4) if price is not None and task.seconds is not None else None
+
     def _generator(self, template: TemplateConfig, source: SegmentSource) -> SegmentGenerator:
         if source == SegmentSource.stock:
             if "stock" not in self.d.generators:
@@ -242,6 +265,37 @@ class ProjectRunner:
             return self.d.generators[name]
         except KeyError:
             raise BadInput(f"视频段后端“{name}”未配置：可选 {', '.join(self.d.generators)}") from None
+
+
+class _TaskJournal:
+    """A shot's provider task, kept on its segment (DB and meta.json) by a commit of its own."""
+
+    def __init__(self, runner: ProjectRunner, project: Project, index: int, source: SegmentSource, backend: str,
+                 task: str | None):
+        self.runner, self.project, self.index, self.source, self.backend = runner, project, index, source, backend
+        self.task = task  # RemoteTask as JSON, as the segment row holds it
+
+    @property
+    def segment(self) -> Segment:
+        """The shot's segment while it is made (a fresh row object for each commit)."""
+        return Segment(project_id=self.project.id, index=self.index, state=SegmentState.generating, source=self.source,
+                       backend=self.backend, task=self.task)
+
+    def saved(self) -> RemoteTask | None:
+        if not self.task:
+            return None
+        try:
+            return RemoteTask.model_validate_json(self.task)
+        except ValueError:  # an unreadable record (a hand-edited meta.json) cannot be resumed
+            log.warning("provider task unreadable project=%s shot=%d", self.project.id, self.index + 1)
+            return None
+
+    def save(self, task: RemoteTask | None) -> None:
+        self.task = task.model_dump_json() if task else None
+        self.runner._commit(self.project, lambda q: lifecycle.task_saved(q), (self.segment,))
+
+    def checkpoint(self) -> None:
+        self.runner._checkpoint(self.project)
 
 
 class _SlotGuard:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from storage.retry import RetryPolicy
 from sync.columns import Columns
@@ -83,10 +85,48 @@ class Settings(BaseSettings):
     diffusers_seed: int = Field(default=0, alias="DIFFUSERS_SEED", ge=0)
     diffusers_max_pixels: int | None = Field(default=None, alias="DIFFUSERS_MAX_PIXELS", ge=64 * 64)
 
-    # A remote image-to-video API (submit, poll, download).
-    video_api_base_url: str = Field(default="", alias="VIDEO_API_BASE_URL")
+    # Cloud image-to-video. Each provider is offered as a segment backend once its key is set.
+    # OpenAI videos API (`openai`): Sora 2, or a gateway serving other models on /v1/videos.
+    video_api_base_url: str = Field(default="https://api.openai.com/v1", alias="VIDEO_API_BASE_URL")
     video_api_key: SecretStr = Field(default=SecretStr(""), alias="VIDEO_API_KEY")
-    video_api_model: str = Field(default="", alias="VIDEO_API_MODEL")
+    video_api_model: str = Field(default="sora-2", alias="VIDEO_API_MODEL")
+    video_api_sizes: Annotated[list[str], NoDecode] = Field(
+        default=["720x1280", "1280x720", "1024x1792", "1792x1024"], alias="VIDEO_API_SIZES")
+    video_api_durations: Annotated[list[int], NoDecode] = Field(default=[4, 8, 12], alias="VIDEO_API_DURATIONS")
+    video_api_concurrency: int = Field(default=2, alias="VIDEO_API_CONCURRENCY", ge=1, le=64)
+    video_api_submits_per_minute: float | None = Field(default=None, alias="VIDEO_API_SUBMITS_PER_MINUTE", gt=0)
+    # Alibaba Bailian / DashScope Wan (`wan`); a "kf2v" model takes first and last frames.
+    dashscope_api_key: SecretStr = Field(default=SecretStr(""), alias="DASHSCOPE_API_KEY")
+    dashscope_base_url: str = Field(default="https://dashscope.aliyuncs.com/api/v1", alias="DASHSCOPE_BASE_URL")
+    wan_model: str = Field(default="wan2.5-i2v-preview", alias="WAN_MODEL")
+    wan_resolution: str = Field(default="720P", alias="WAN_RESOLUTION")
+    wan_durations: Annotated[list[int], NoDecode] = Field(default=[5, 10], alias="WAN_DURATIONS")
+    wan_concurrency: int = Field(default=2, alias="WAN_CONCURRENCY", ge=1, le=64)
+    wan_submits_per_minute: float | None = Field(default=None, alias="WAN_SUBMITS_PER_MINUTE", gt=0)
+    # Volcengine Ark Seedance (`seedance`).
+    ark_api_key: SecretStr = Field(default=SecretStr(""), alias="ARK_API_KEY")
+    ark_base_url: str = Field(default="https://ark.cn-beijing.volces.com/api/v3", alias="ARK_BASE_URL")
+    seedance_model: str = Field(default="doubao-seedance-1-0-pro-250528", alias="SEEDANCE_MODEL")
+    seedance_resolution: str = Field(default="720p", alias="SEEDANCE_RESOLUTION")
+    seedance_durations: Annotated[list[int], NoDecode] = Field(default=[5, 10], alias="SEEDANCE_DURATIONS")
+    seedance_concurrency: int = Field(default=2, alias="SEEDANCE_CONCURRENCY", ge=1, le=64)
+    seedance_submits_per_minute: float | None = Field(default=None, alias="SEEDANCE_SUBMITS_PER_MINUTE", gt=0)
+    # Kling (`kling`): access key + secret key, signed into a JWT per request.
+    kling_access_key: str = Field(default="", alias="KLING_ACCESS_KEY")
+    kling_secret_key: SecretStr = Field(default=SecretStr(""), alias="KLING_SECRET_KEY")
+    kling_base_url: str = Field(default="https://api-beijing.klingai.com", alias="KLING_BASE_URL")
+    kling_model: str = Field(default="kling-v2-1", alias="KLING_MODEL")
+    kling_mode: str = Field(default="std", alias="KLING_MODE", pattern="^(std|pro)$")
+    kling_durations: Annotated[list[int], NoDecode] = Field(default=[5, 10], alias="KLING_DURATIONS")
+    kling_concurrency: int = Field(default=2, alias="KLING_CONCURRENCY", ge=1, le=64)
+    kling_submits_per_minute: float | None = Field(default=None, alias="KLING_SUBMITS_PER_MINUTE", gt=0)
+    # Every provider: how often a task is read, and how long one read-through waits before the
+    # step steps back (it is resumed, never resubmitted).
+    video_poll_seconds: float = Field(default=5.0, alias="VIDEO_POLL_SECONDS", gt=0)
+    video_task_timeout_seconds: float = Field(default=1800.0, alias="VIDEO_TASK_TIMEOUT_SECONDS", gt=0)
+    # Price per generated second by model name, as JSON: '{"sora-2": 0.7, "wan2.5-i2v-preview": 0.5}'.
+    # Costs go to the segment, the project, meta.json, `status` and the optional 费用 column.
+    video_prices: dict[str, float] = Field(default_factory=dict, alias="SHEETREEL_VIDEO_PRICES")
 
     # Stock footage library: folders of clips, tagged by folder name or sidecar JSON.
     stock_library_dir: Path | None = Field(default=None, alias="STOCK_LIBRARY_DIR")
@@ -116,6 +156,23 @@ class Settings(BaseSettings):
     # Column names, as JSON: SHEETREEL_COLUMNS='{"status": "Status", "segment_pattern": "Seg {n}"}'.
     # Prefixed like every setting: a bare COLUMNS is the terminal width (`watch` exports it).
     columns: Columns = Field(default_factory=Columns, alias="SHEETREEL_COLUMNS")
+
+    @field_validator("video_api_sizes", "video_api_durations", "wan_durations", "seedance_durations",
+                     "kling_durations", mode="before")
+    @classmethod
+    def _comma_list(cls, v: object) -> object:
+        # Written as "5,10" (or JSON "[5, 10]") in the environment.
+        if isinstance(v, str):
+            text = v.strip()
+            return json.loads(text) if text.startswith("[") else [p.strip() for p in text.split(",") if p.strip()]
+        return v
+
+    @field_validator("video_api_durations", "wan_durations", "seedance_durations", "kling_durations")
+    @classmethod
+    def _some_durations(cls, v: list[int]) -> list[int]:
+        if not v or any(d <= 0 or d > 60 for d in v):
+            raise ValueError("durations are whole seconds between 1 and 60, e.g. 5,10")
+        return v
 
     @field_validator("timezone")
     @classmethod

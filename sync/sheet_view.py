@@ -35,6 +35,8 @@ def render(
         cols.project_id: project.id,
         cols.updated_at: int(now.timestamp() * 1000),
     }
+    if project.cost is not None:
+        fields[cols.cost] = project.cost
     by_index = {s.index: s for s in segments}
     count = project.shot_count or 0
     for n in range(1, cols.max_segments + 1):
@@ -63,7 +65,7 @@ class SheetSide:
     def __call__(self, p: Project, segments: list[Segment], changes: list[Change]) -> Effects:
         events = {c.event for c in changes}
         notify = announcement(p, self.sheet_url) if any(c.announced for c in changes) else None
-        if p.row_deleted or events <= {Event.sheet_refused, Event.row_deleted, Event.cleaned_up}:
+        if p.row_deleted or events <= {Event.sheet_refused, Event.row_deleted, Event.cleaned_up, Event.task_saved}:
             return Effects(notify=notify)  # a write the sheet refused would be refused again
         attachments = {}
         if p.state == ProjectState.completed and events & {Event.step_succeeded, Event.resync}:

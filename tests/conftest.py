@@ -33,7 +33,8 @@ APP_ID, SECRET = "cli_test", "test-secret"
 def clean_environ(monkeypatch, tmp_path):
     """Settings must come from what a test passes, never from the developer's shell or .env."""
     for key in list(os.environ):
-        if key.startswith(("FEISHU_", "SHEETREEL_", "STORYBOARD_", "SEGMENT_", "POLL_", "FLUSH_", "OSS_", "ASR_", "LLM_", "TTS_", "OUTBOX_")):
+        if key.startswith(("FEISHU_", "SHEETREEL_", "STORYBOARD_", "SEGMENT_", "POLL_", "FLUSH_", "OSS_", "ASR_", "LLM_", "TTS_", "OUTBOX_",
+                           "VIDEO_", "DASHSCOPE_", "WAN_", "ARK_", "SEEDANCE_", "KLING_", "DIFFUSERS_")):
             monkeypatch.delenv(key)
     monkeypatch.chdir(tmp_path)
     # lark-oapi caches tenant tokens process-wide; a token from an earlier test's emulator is stale.

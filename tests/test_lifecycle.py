@@ -43,6 +43,7 @@ EXPECTED = {
     Event.action_refused: everywhere("same"),
     Event.step_started: row(pending=SB, storyboard_ready=G, segments_ready=C),
     Event.step_progress: row(storyboarding=SB, generating=G, composing=C),
+    Event.task_saved: row(storyboarding=SB, generating=G, composing=C),
     Event.step_succeeded: row(storyboarding=SR, generating=GR, composing=D),
     Event.step_retry: row(storyboarding=P, generating=SR, composing=GR),
     Event.step_failed: row(storyboarding=F, generating=F, composing=F),

@@ -1,4 +1,4 @@
-"""One contract, every segment backend that can run here (kenburns, stock, http, diffusers).
+"""One contract, every segment backend that can run here (kenburns, stock, the cloud providers, diffusers).
 
 Whatever makes a segment must write exactly `frame_count` frames of the requested size as H.264
 yuv420p, leave nothing behind when it fails, and produce files that join by stream copy.
@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from connectors.video.http_api import HttpVideoGenerator
 from connectors.video.kenburns import KenBurnsGenerator
 from connectors.video.protocol import SegmentGenerator, SegmentRequest
 from connectors.video.stock import StockGenerator, StockLibrary
@@ -22,16 +21,18 @@ from pipeline.compose_plan import ComposeSpec
 from storage.errors import SheetReelError
 from storage.storyboard import Camera, Shot
 
-from fake_video_api import FakeVideoAPI
+from fake_video_providers import FakeVideoProviders
 
 W, H, FPS = 160, 288, 12
-KEY = "vk-contract"
 HAS_GPU_EXTRA = all(importlib.util.find_spec(m) for m in ("torch", "diffusers", "transformers"))
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # inside diffusers
 BACKENDS = [
     "kenburns",
     "stock",
-    "http",
+    "openai",
+    "wan",
+    "seedance",
+    "kling",
     pytest.param("diffusers", marks=pytest.mark.skipif(not HAS_GPU_EXTRA, reason="needs the optional gpu extra")),
 ]
 
@@ -56,9 +57,9 @@ def stock_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def video_api():
-    with FakeVideoAPI(api_key=KEY, polls_before_done=1) as api:
-        yield api
+def video_providers():
+    with FakeVideoProviders(polls_before_done=1) as fake:
+        yield fake
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +76,10 @@ def make_backend(name: str, fixtures: pytest.FixtureRequest) -> SegmentGenerator
         return KenBurnsGenerator()
     if name == "stock":
         return StockGenerator(StockLibrary(fixtures.getfixturevalue("stock_root"))).for_project("contract")
-    if name == "http":
-        api = fixtures.getfixturevalue("video_api")
-        return HttpVideoGenerator(api.url, KEY, "fake-i2v", poll_interval=0.0, sleep=lambda s: None)
+    if name in ("openai", "wan", "seedance", "kling"):
+        from test_video_providers import generator
+
+        return generator(name, fixtures.getfixturevalue("video_providers"))
     return fixtures.getfixturevalue("tiny_diffusers")
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,10 +34,38 @@ class View(BaseModel):
     size: float = Field(default=1.0, gt=0, le=1)
 
 
+class RemoteTask(BaseModel):
+    """One submission to a provider, as the journal keeps it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    provider: str
+    model: str
+    key: str  # ours, stable for the same shot, take and prompt: what a lost answer is looked up by
+    submitted_at: datetime
+    id: str | None = None  # the provider's task id; None while the submit's answer is unknown
+    seconds: float | None = None  # seconds of video the provider made (and bills), once done
+
+
+@runtime_checkable
+class TaskJournal(Protocol):
+    """Where the runner keeps a shot's provider task (the segment in the DB and meta.json)."""
+
+    def saved(self) -> RemoteTask | None: ...
+
+    def save(self, task: RemoteTask | None) -> None:
+        """Durably record `task` (None: nothing is outstanding) before the caller goes on."""
+        ...
+
+    def checkpoint(self) -> None:
+        """Between polls: raises when the step must stop (取消, shutdown); the task stays saved."""
+        ...
+
+
 class SegmentRequest(BaseModel):
     """One shot to render: start from `image`, move per `shot`, write `out` in the shared format."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     image: Path
     shot: Shot
@@ -50,6 +79,12 @@ class SegmentRequest(BaseModel):
     # and where the shot starts looking, so a chain never re-samples a frame of a frame.
     origin: Path | None = None
     view: View | None = None
+    # For a backend that can end a shot on a given frame (first+last frame models).
+    end_image: Path | None = None
+    # Where a backend that gets the clip's last frame from the provider at full quality puts it.
+    last_frame: Path | None = None
+    # For a backend whose work outlives the process (a provider task): where the task is kept.
+    journal: TaskJournal | None = None
 
     @property
     def frame_count(self) -> int:
