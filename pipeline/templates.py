@@ -6,7 +6,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from connectors.ffmpeg import EvenSize
 from connectors.video.protocol import Tuning
@@ -103,6 +103,15 @@ class TemplateConfig(BaseModel):
     @property
     def voiceover_path(self) -> Path | None:
         return self.folder / self.voiceover if self.voiceover else None
+
+    @model_validator(mode="after")
+    def _lora_beside_the_template(self) -> TemplateConfig:
+        lora = self.diffusion.lora
+        if lora is not None and not lora.is_absolute():
+            self.diffusion = self.diffusion.model_copy(update={"lora": self.folder / lora})
+        if self.diffusion.lora is not None and not self.diffusion.lora.exists():
+            raise ValueError(f"diffusion.lora 文件不存在：{self.diffusion.lora}")
+        return self
 
     def prompt_text(self) -> str:
         return (self.folder / self.prompt_file).read_text(encoding="utf-8")

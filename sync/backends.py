@@ -34,6 +34,7 @@ def storyboarders(settings: Settings) -> dict[str, Storyboarder]:
 def generators(settings: Settings) -> dict[str, SegmentGenerator]:
     out: dict[str, SegmentGenerator] = {"kenburns": KenBurnsGenerator()}
     if settings.diffusers_model_dir:
+        from connectors.video.diffusers_accel import Acceleration
         from connectors.video.diffusers_i2v import DiffusersGenerator
 
         out["diffusers"] = DiffusersGenerator(
@@ -43,6 +44,10 @@ def generators(settings: Settings) -> dict[str, SegmentGenerator]:
             num_frames=settings.diffusers_num_frames, model_fps=settings.diffusers_model_fps,
             guidance_scale=settings.diffusers_guidance_scale, seed=settings.diffusers_seed,
             max_pixels=settings.diffusers_max_pixels,
+            accel=Acceleration(
+                cache=settings.diffusers_cache, cache_threshold=settings.diffusers_cache_threshold,
+                compile=settings.diffusers_compile, lora=settings.diffusers_lora, lora_2=settings.diffusers_lora_2,
+                lora_scale=settings.diffusers_lora_scale),
         )
     out.update(cloud_generators(settings))
     if settings.stock_library_dir:

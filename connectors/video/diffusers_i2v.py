@@ -1,9 +1,10 @@
 """Image-to-video on the GPU host: a diffusers pipeline from local weights, loaded once, kept resident.
 
 torch and diffusers are the optional `gpu` extra, so they are imported inside the loader only.
-Everything model-specific is discovered from the loaded pipeline (its call signature, its VAE
-scale, its default resolution), which is what lets one class drive SVD, I2VGen-XL, CogVideoX,
-LTX and Wan image-to-video pipelines alike.
+Everything model-specific is discovered from the loaded pipeline (its call signature, its VAE's
+spatial and temporal compression, the denoiser's patch size and positional embeddings), which
+is what lets one class drive Wan 2.1/2.2 (I2V, A14B, TI2V-5B, FLF2V), LTX-Video, CogVideoX,
+HunyuanVideo-I2V, SVD and I2VGen-XL without a table of model names.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from connectors import ffmpeg
+from connectors.video.diffusers_accel import Acceleration, Adapters, apply_cache, compile_denoisers
 from connectors.video.protocol import SegmentRequest, SharedGenerator
 from storage.atomic import temp_path_for
 from storage.errors import MediaError, Permanent, Transient
@@ -56,6 +58,7 @@ class DiffusersGenerator(SharedGenerator):
         model_fps: int | None = None,
         seed: int = 0,
         max_pixels: int | None = None,
+        accel: Acceleration = Acceleration(),
     ):
         self.model_dir = Path(model_dir)
         self.pipeline_class = pipeline_class
@@ -69,6 +72,8 @@ class DiffusersGenerator(SharedGenerator):
         self.model_fps = model_fps
         self.seed = seed
         self.max_pixels = max_pixels
+        self.accel = accel
+        self._adapters = Adapters()
         self._pipe: Any = None
         self._load_lock = threading.Lock()
         # One pipeline object is not safe to call from two threads (its scheduler holds state).
@@ -85,9 +90,13 @@ class DiffusersGenerator(SharedGenerator):
     def generate(self, req: SegmentRequest) -> None:
         pipe = self.load()
         params = inspect.signature(pipe.__call__).parameters
-        size = generation_size(req.width, req.height, self._pixel_budget(pipe, params), _alignment(pipe))
+        size = _native_size(pipe) or generation_size(
+            req.width, req.height, self._pixel_budget(pipe, params), _alignment(pipe))
         image = _start_image(req.image, size)
-        frames = self._infer(pipe, self._call_kwargs(params, req, image, size), req)
+        kwargs = self._call_kwargs(pipe, params, req, image, size)
+        with self._run_lock:
+            self._adapters.activate(pipe, req.tuning.lora, req.tuning.lora_scale)
+            frames = self._infer(pipe, kwargs, req)
         indices = frame_indices(len(frames), req.frame_count, self.model_fps, req.fps)
         encode_frames(frames, indices, req, what=f"diffusers segment for shot {req.shot.index + 1}")
 
@@ -103,6 +112,11 @@ class DiffusersGenerator(SharedGenerator):
         try:
             pipe = cls.from_pretrained(str(self.model_dir), local_files_only=True, **{dtype_kw: torch_dtype})
             self._place(pipe, torch)
+            # LoRAs first: compiling or caching a network and then changing its layers would
+            # throw the compiled graphs away.
+            self._adapters.load_speed(pipe, self.accel)
+            apply_cache(pipe, self.accel.cache, self.accel.cache_threshold)
+            compile_denoisers(pipe, self.accel.compile)
         except RuntimeError as e:
             raise _runtime_error(e, "loading the model") from e
         except (OSError, ValueError, TypeError, KeyError, AttributeError, ImportError) as e:
@@ -131,12 +145,12 @@ class DiffusersGenerator(SharedGenerator):
 
     # ---- inference -------------------------------------------------------------------------
 
-    def _call_kwargs(self, params: Any, req: SegmentRequest, image: Any, size: tuple[int, int]) -> dict[str, Any]:
+    def _call_kwargs(self, pipe: Any, params: Any, req: SegmentRequest, image: Any, size: tuple[int, int]) -> dict[str, Any]:
         import torch
 
         # A CPU generator gives the same noise on any device, so a seed reproduces across hosts.
         tuning = req.tuning
-        num_frames = tuning.num_frames or self.num_frames
+        num_frames = self._num_frames(pipe, params, req)
         guidance = tuning.guidance_scale if tuning.guidance_scale is not None else self.guidance_scale
         kwargs: dict[str, Any] = {
             "image": image,
@@ -150,6 +164,7 @@ class DiffusersGenerator(SharedGenerator):
             kwargs["prompt"] = req.shot.prompt
         if num_frames is not None and "num_frames" in params:
             kwargs["num_frames"] = num_frames
+        _add_end_frame(pipe, params, kwargs, req, size, num_frames)
         if self.model_fps is not None:
             kwargs.update({p: self.model_fps for p in FPS_PARAMS if p in params})
         if guidance is not None:
@@ -165,10 +180,17 @@ class DiffusersGenerator(SharedGenerator):
         import torch
 
         try:
-            with self._run_lock, torch.inference_mode():
+            with torch.inference_mode():
                 result = pipe(**kwargs)
-        except RuntimeError as e:
+        except (RuntimeError, IndexError) as e:
             _free_cuda_cache(torch)
+            if self.accel.cache == "faster" and "out of memory" not in str(e).lower():
+                # diffusers' FasterCache is experimental: it assumes a batched guidance pass
+                # (CogVideoX), and breaks on pipelines that run the two passes apart (Wan).
+                raise Permanent(f"DIFFUSERS_CACHE=faster 不适用于 {type(pipe).__name__}：{_first_line(e)} "
+                                "(set DIFFUSERS_CACHE=first_block)") from e
+            if isinstance(e, IndexError):
+                raise Permanent(f"扩散模型运行出错（generating shot {req.shot.index + 1}）：{_first_line(e)}") from e
             raise _runtime_error(e, f"generating shot {req.shot.index + 1}") from e
         except (ValueError, TypeError) as e:
             raise Permanent(
@@ -184,6 +206,17 @@ class DiffusersGenerator(SharedGenerator):
                 "DIFFUSERS_PIPELINE)"
             ) from e
         return to_uint8_frames(result.frames[0])
+
+    def _num_frames(self, pipe: Any, params: Any, req: SegmentRequest) -> int | None:
+        """The frames to ask for: the template's or the setting's count, else (with
+        DIFFUSERS_MODEL_FPS) the shot's duration at the model's rate, else the pipeline's default;
+        always snapped to what the VAE can encode (Wan/Hunyuan/CogVideoX 4k+1, LTX 8k+1)."""
+        wanted = req.tuning.num_frames or self.num_frames
+        if wanted is None and self.model_fps:
+            wanted = round(req.shot.duration * self.model_fps) + 1
+        if wanted is None:
+            return None
+        return snap_frames(wanted, _temporal_compression(pipe))
 
     def _pixel_budget(self, pipe: Any, params: Any) -> int:
         if self.max_pixels:
@@ -205,6 +238,14 @@ def generation_size(width: int, height: int, budget: int, align: int) -> tuple[i
     w = (area * aspect) ** 0.5
     h = w / aspect
     return max(align, round(w / align) * align), max(align, round(h / align) * align)
+
+
+def snap_frames(wanted: int, step: int) -> int:
+    """The nearest frame count of the form step*k + 1 (k >= 1): a causal video VAE encodes the
+    first frame alone and every `step` frames after it into one latent frame."""
+    if step <= 1:
+        return max(1, wanted)
+    return step * max(1, round((wanted - 1) / step)) + 1
 
 
 def frame_indices(model_frames: int, frame_count: int, model_fps: int | None, fps: int) -> list[int]:
@@ -343,6 +384,54 @@ def _alignment(pipe: Any) -> int:
     patch = getattr(getattr(transformer, "config", None), "patch_size", 1) or 1
     patch = patch[-1] if isinstance(patch, (list, tuple)) else patch
     return max(MIN_ALIGN, vae_scale * int(patch))
+
+
+def _temporal_compression(pipe: Any) -> int:
+    for attr in ("vae_scale_factor_temporal", "vae_temporal_compression_ratio"):
+        value = getattr(pipe, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 1
+
+
+def _native_size(pipe: Any) -> tuple[int, int] | None:
+    """(width, height) a denoiser with learned positional embeddings is fixed to (CogVideoX-5B-I2V
+    only makes 720x480); None when any aligned size works."""
+    config = getattr(getattr(pipe, "transformer", None), "config", None)
+    if not getattr(config, "use_learned_positional_embeddings", False):
+        return None
+    h, w = getattr(config, "sample_height", None), getattr(config, "sample_width", None)
+    scale = getattr(pipe, "vae_scale_factor_spatial", None) or 8
+    return (w * scale, h * scale) if isinstance(h, int) and isinstance(w, int) else None
+
+
+def _needs_last_image(pipe: Any) -> bool:
+    # Wan FLF2V's transformer has position embeddings for two images' CLIP tokens.
+    config = getattr(getattr(pipe, "transformer", None), "config", None)
+    return getattr(config, "pos_embed_seq_len", None) is not None
+
+
+def _add_end_frame(pipe: Any, params: Any, kwargs: dict[str, Any], req: SegmentRequest, size: tuple[int, int],
+                   num_frames: int | None) -> None:
+    """End the shot on `req.end_image` where the pipeline can: Wan's `last_image`, or an LTX
+    condition on the last frame; a first+last-frame model without one is refused, not guessed."""
+    if req.end_image is None:
+        if _needs_last_image(pipe):
+            raise Permanent(
+                f"模型 {type(pipe).__name__}（首尾帧模型）需要尾帧：请在模板中设置 end_frame = \"opening\"，"
+                "或改用图生视频模型 (this first+last-frame model needs an end frame)")
+        return
+    end = _start_image(req.end_image, size)
+    if "last_image" in params:
+        kwargs["last_image"] = end
+    elif "conditions" in params:
+        from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
+
+        last = (num_frames or params["num_frames"].default) - 1
+        kwargs["conditions"] = [LTXVideoCondition(image=kwargs.pop("image"), frame_index=0),
+                                LTXVideoCondition(image=end, frame_index=last)]
+    else:
+        log.info("%s cannot end on a given frame; end_frame ignored for shot %d", type(pipe).__name__, req.shot.index + 1)
 
 
 def _config_pixels(pipe: Any) -> int | None:

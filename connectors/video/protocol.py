@@ -21,6 +21,9 @@ class Tuning(BaseModel):
     steps: int | None = Field(default=None, ge=1, le=200)
     num_frames: int | None = Field(default=None, ge=1, le=1000)
     guidance_scale: float | None = Field(default=None, ge=0, le=50)
+    # A style LoRA for this template's shots (diffusers backend), over the resident model.
+    lora: Path | None = None
+    lora_scale: float = Field(default=1.0, ge=0, le=4)
 
 
 class View(BaseModel):
