@@ -50,3 +50,14 @@ def test_a_reader_that_stops_early_is_not_an_error(monkeypatch, tmp_path):
         os.dup2(saved, 1)
         for fd in (read, write, saved, pipe._fd):
             os.close(fd)
+
+
+def test_version_names_the_installed_package(capsys):
+    from importlib.metadata import version
+
+    import pytest
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"sheetreel {version('sheetreel')}"
