@@ -215,6 +215,17 @@ def test_vae_tiling_is_switched_on(models):
     assert not generator(models["wan21_i2v"]).load().vae.use_tiling
 
 
+def test_cpu_offload_hooks_each_model_and_still_makes_the_shot(models, images, tmp_path):
+    """Offload moves each sub-model to the device only while it runs (accelerate's hooks); on
+    this CPU-only machine the device is the CPU itself, which still proves the hooks are set."""
+    gen = generator(models["wan21_i2v"], cpu_offload=True)
+    frames = shot(gen, images["open"], tmp_path / "offload.mp4")
+    pipe = gen.load()
+    assert type(pipe.transformer._hf_hook).__name__ == "CpuOffload"
+    assert type(pipe.vae._hf_hook).__name__ == "CpuOffload"
+    assert len(frames) == FPS
+
+
 def test_speed_settings_reach_the_generator(models, tmp_path):
     lora = tmp_path / "speed.safetensors"
     settings = Settings(DIFFUSERS_MODEL_DIR=models["wan21_i2v"], DIFFUSERS_CACHE="first_block",

@@ -136,7 +136,7 @@ class DiffusersGenerator(SharedGenerator):
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise Permanent(f"DIFFUSERS_DEVICE={self.device} 但本机没有可用的 CUDA GPU (set DIFFUSERS_DEVICE=cpu to run slowly)")
         # Offload moves each sub-model to the GPU only while it runs; it replaces .to(device).
-        if self.cpu_offload and self.device != "cpu" and hasattr(pipe, "enable_model_cpu_offload"):
+        if self.cpu_offload and hasattr(pipe, "enable_model_cpu_offload"):
             pipe.enable_model_cpu_offload(device=self.device)
         else:
             pipe.to(self.device)
