@@ -15,7 +15,6 @@ issue: it must stay within 3 %):
 from __future__ import annotations
 
 import argparse
-import inspect
 import statistics
 import subprocess
 import sys
@@ -27,15 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)
 
-from connectors.video.diffusers_i2v import (  # noqa: E402
-    _alignment,
-    _native_size,
-    _start_image,
-    encode_frames,
-    frame_indices,
-    generation_size,
-    to_uint8_frames,
-)
+from connectors.video.diffusers_i2v import encode_frames, frame_indices, to_uint8_frames  # noqa: E402
 from connectors.video.protocol import SegmentRequest  # noqa: E402
 from storage.storyboard import Shot  # noqa: E402
 from sync import backends  # noqa: E402
@@ -104,10 +95,7 @@ def main() -> int:
         # returns encoded to the same MP4 (work any pipeline that delivers a video must do):
         # what a hand-written script calling the pipeline directly would spend.
         req = request(i)
-        params = inspect.signature(pipe.__call__).parameters
-        size = _native_size(pipe) or generation_size(req.width, req.height, gen._pixel_budget(pipe, params),
-                                                     _alignment(pipe))
-        kwargs = gen._call_kwargs(pipe, params, req, _start_image(req.image, size), size)
+        _, kwargs = gen.prepare(req)
         t = time.perf_counter()
         with torch.inference_mode():
             frames = to_uint8_frames(pipe(**kwargs).frames[0])

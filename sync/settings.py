@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from connectors.video.diffusers_accel import CacheKind, CompileKind
 from storage.retry import RetryPolicy
 from sync.columns import Columns
 
@@ -85,9 +86,9 @@ class Settings(BaseSettings):
     diffusers_seed: int = Field(default=0, alias="DIFFUSERS_SEED", ge=0)
     diffusers_max_pixels: int | None = Field(default=None, alias="DIFFUSERS_MAX_PIXELS", ge=64 * 64)
     # GPU-host speed: diffusers' step caches, compiled transformer blocks, a step-distilled LoRA.
-    diffusers_cache: Literal["none", "first_block", "faster"] = Field(default="none", alias="DIFFUSERS_CACHE")
+    diffusers_cache: CacheKind = Field(default="none", alias="DIFFUSERS_CACHE")
     diffusers_cache_threshold: float = Field(default=0.08, alias="DIFFUSERS_CACHE_THRESHOLD", gt=0, le=1)
-    diffusers_compile: Literal["off", "blocks", "full"] = Field(default="off", alias="DIFFUSERS_COMPILE")
+    diffusers_compile: CompileKind = Field(default="off", alias="DIFFUSERS_COMPILE")
     diffusers_lora: Path | None = Field(default=None, alias="DIFFUSERS_LORA")
     diffusers_lora_2: Path | None = Field(default=None, alias="DIFFUSERS_LORA_2")
     diffusers_lora_scale: float = Field(default=1.0, alias="DIFFUSERS_LORA_SCALE", ge=0, le=4)

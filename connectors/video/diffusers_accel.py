@@ -95,7 +95,7 @@ class Adapters:
     loaded once under a name derived from its path and the per-shot set is chosen by name.
     """
 
-    speed: tuple[Path, Path | None, float] | None = None
+    speed_scale: float | None = None  # set once the speed LoRA is loaded
     loaded: dict[Path, str] = field(default_factory=dict)
     active: tuple[tuple[str, float], ...] | None = None
 
@@ -103,13 +103,13 @@ class Adapters:
         if accel.lora is None:
             return
         _load(pipe, accel.lora, SPEED_ADAPTER, second=accel.lora_2)
-        self.speed = (accel.lora, accel.lora_2, accel.lora_scale)
+        self.speed_scale = accel.lora_scale
         self.activate(pipe, None, 0.0)
 
     def activate(self, pipe: Any, style: Path | None, style_scale: float) -> None:
         wanted: list[tuple[str, float]] = []
-        if self.speed is not None:
-            wanted.append((SPEED_ADAPTER, self.speed[2]))
+        if self.speed_scale is not None:
+            wanted.append((SPEED_ADAPTER, self.speed_scale))
         if style is not None:
             if style not in self.loaded:
                 name = "style_" + hashlib.sha1(str(style).encode()).hexdigest()[:10]

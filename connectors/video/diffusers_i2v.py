@@ -87,13 +87,17 @@ class DiffusersGenerator(SharedGenerator):
                     self._pipe = self._load()
         return self._pipe
 
-    def generate(self, req: SegmentRequest) -> None:
+    def prepare(self, req: SegmentRequest) -> tuple[Any, dict[str, Any]]:
+        """The resident pipeline and the arguments this shot's call gets (bench/gpu_i2v.py times
+        the bare call with exactly these)."""
         pipe = self.load()
         params = inspect.signature(pipe.__call__).parameters
         size = _native_size(pipe) or generation_size(
             req.width, req.height, self._pixel_budget(pipe, params), _alignment(pipe))
-        image = _start_image(req.image, size)
-        kwargs = self._call_kwargs(pipe, params, req, image, size)
+        return pipe, self._call_kwargs(pipe, params, req, _start_image(req.image, size), size)
+
+    def generate(self, req: SegmentRequest) -> None:
+        pipe, kwargs = self.prepare(req)
         with self._run_lock:
             self._adapters.activate(pipe, req.tuning.lora, req.tuning.lora_scale)
             frames = self._infer(pipe, kwargs, req)
