@@ -50,6 +50,9 @@ class TemplateConfig(BaseModel):
     fps: int = Field(default=24, ge=1, le=60)
     storyboard_backend: str | None = None
     segment_backend: str | None = None
+    # Scale-out mode: the work queue its shots run on (e.g. "gpu:ltx" for hosts that hold LTX),
+    # when the segment backend's default queue (SHEETREEL_QUEUES) is not the right one.
+    queue: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9:_-]*$")
     # Camera moves cycle over the shots of the offline storyboard.
     cameras: list[Camera] = Field(default_factory=lambda: [Camera.zoom_in])
     # Offline storyboard lines; "{scene}" is replaced by the row's scene description.

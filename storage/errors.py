@@ -5,6 +5,7 @@
     ├── NotFound             something the row points to does not exist
     ├── AuthFailed           credentials or permissions; an engineer must act
     ├── Permanent            will fail the same way again (missing column, bad value)
+    │   └── DatabaseUnusable the database URL cannot be used (bad form, driver not installed)
     ├── Transient            try again later (broken bodies, CUDA out of memory)
     │   └── Unavailable      the service is down or busy (connection, timeout, 5xx): waiting on
     │       │                it never uses up a step's attempts
@@ -36,6 +37,10 @@ class AuthFailed(SheetReelError):
 
 
 class Permanent(SheetReelError):
+    pass
+
+
+class DatabaseUnusable(Permanent):
     pass
 
 

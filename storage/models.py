@@ -1,11 +1,12 @@
-"""SQLite tables (sqlmodel) and the enums for every state they hold."""
+"""The tables (sqlmodel) and the enums for every state they hold. Their history is in
+storage/migrations: a change here needs a revision there (tests/test_migrations.py checks)."""
 
 from __future__ import annotations
 
 import enum
 from datetime import UTC, date, datetime
 
-from sqlalchemy import Column, Integer, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Enum, Integer, String, Text, TypeDecorator, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -31,6 +32,12 @@ class AwareDateTime(TypeDecorator):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def state_column(kind: type[enum.Enum], **kw) -> Column:
+    """An enum kept as plain text: no database enum type to create (two processes starting at
+    once on PostgreSQL would race on CREATE TYPE) or to alter when a state is added."""
+    return Column(Enum(kind, native_enum=False, length=32), nullable=False, **kw)
 
 
 class ProjectState(str, enum.Enum):
@@ -100,10 +107,10 @@ class Project(SQLModel, table=True):
     id: str = Field(primary_key=True)
     table_id: str = Field(index=True)
     record_id: str
-    state: ProjectState = Field(default=ProjectState.pending, index=True)
+    state: ProjectState = Field(default=ProjectState.pending, sa_column=state_column(ProjectState, index=True))
     # The stage to resume from on 重试 or after a crash; only ever a state with complete outputs.
-    last_good: ProjectState = ProjectState.pending
-    mode: Mode = Mode.auto
+    last_good: ProjectState = Field(default=ProjectState.pending, sa_column=state_column(ProjectState))
+    mode: Mode = Field(default=Mode.auto, sa_column=state_column(Mode))
     title: str = ""
     template: str = ""
     shot_count: int | None = None
@@ -134,7 +141,7 @@ class Project(SQLModel, table=True):
     # Set by 继续/重试/合成 in step mode: run the next stage once, then rest again.
     advance_once: bool = False
     # The row's modified time when we last consumed its 操作 cell: a re-read of the same edit is not a new action.
-    action_stamp: int | None = None
+    action_stamp: int | None = Field(default=None, sa_column=Column(BigInteger))
     # Times 重做第N段 was asked for: part of every generation seed, so a redo is a new take
     # rather than the same video again, while a crash-resume still reproduces the current one.
     takes: int = 0
@@ -149,8 +156,8 @@ class Project(SQLModel, table=True):
 class Segment(SQLModel, table=True):
     project_id: str = Field(primary_key=True, foreign_key="project.id")
     index: int = Field(primary_key=True)
-    state: SegmentState = SegmentState.pending
-    source: SegmentSource = SegmentSource.ai
+    state: SegmentState = Field(default=SegmentState.pending, sa_column=state_column(SegmentState))
+    source: SegmentSource = Field(default=SegmentSource.ai, sa_column=state_column(SegmentSource))
     backend: str = ""
     duration: float | None = None
     url: str | None = None
@@ -172,7 +179,7 @@ class StepRun(SQLModel, table=True):
     started_at: datetime = Field(default_factory=utcnow, sa_column=Column(AwareDateTime, nullable=False))
     ended_at: datetime | None = Field(default=None, sa_column=Column(AwareDateTime))
     ok: bool | None = None
-    outcome: StepOutcome | None = None
+    outcome: StepOutcome | None = Field(default=None, sa_column=Column(Enum(StepOutcome, native_enum=False, length=32)))
     error: str | None = Field(default=None, sa_column=Column(Text))
 
 
@@ -202,7 +209,7 @@ class UploadedFile(SQLModel, table=True):
     sha256: str = Field(primary_key=True)
     app_token: str = Field(primary_key=True)
     file_token: str
-    size: int
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(AwareDateTime, nullable=False))
 
 
@@ -217,7 +224,7 @@ class PollState(SQLModel, table=True):
     """How far the poller has read a table, so a restart does not rescan it."""
 
     table_id: str = Field(primary_key=True)
-    watermark_ms: int = 0
+    watermark_ms: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
 
 
 class Notification(SQLModel, table=True):

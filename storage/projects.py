@@ -16,7 +16,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
-from sqlmodel import col, delete, select
+from sqlmodel import Session, col, delete, select
 
 from storage import meta
 from storage.base import Repo
@@ -44,10 +44,16 @@ class Effects:
 Mutation = Callable[[Project, list[Segment]], Effects]
 
 
+# Called with each project change inside its transaction, before the commit: the scale-out mode
+# defers the job that the change makes due (sync/jobqueue.py), so both commit or neither does.
+Dispatch = Callable[[Session, Project], None]
+
+
 class ProjectStore(Repo):
-    def __init__(self, engine: Engine, data_dir: Path):
+    def __init__(self, engine: Engine, data_dir: Path, dispatch: Dispatch | None = None):
         super().__init__(engine)
         self.data_dir = Path(data_dir)
+        self.dispatch = dispatch
 
     def paths(self, project: Project) -> ProjectPaths:
         return ProjectPaths.of(self.data_dir, project.publish_date, project.template or "invalid-template", project.id)
@@ -90,6 +96,9 @@ class ProjectStore(Repo):
             with self.session() as s:
                 s.add(project)
                 self._add_effects(s, project, effects)
+                if self.dispatch is not None:
+                    s.flush()
+                    self.dispatch(s, project)
                 s.commit()
         except IntegrityError:
             return False
@@ -118,6 +127,9 @@ class ProjectStore(Repo):
                 project.updated_at = now
                 self._add_effects(s, project, effects)
                 try:
+                    if self.dispatch is not None:
+                        s.flush()  # the versioned UPDATE first: a stale copy defers nothing
+                        self.dispatch(s, project)
                     s.commit()
                 except StaleDataError:
                     s.rollback()

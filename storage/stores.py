@@ -9,7 +9,7 @@ from sqlalchemy.engine import Engine
 
 from storage.notifications import NotificationStore
 from storage.outbox import OutboxStore
-from storage.projects import ProjectStore
+from storage.projects import Dispatch, ProjectStore
 from storage.sync_state import SyncState
 
 
@@ -21,5 +21,5 @@ class Stores:
     sync: SyncState
 
     @classmethod
-    def open(cls, engine: Engine, data_dir: Path) -> Stores:
-        return cls(ProjectStore(engine, data_dir), OutboxStore(engine), NotificationStore(engine), SyncState(engine))
+    def open(cls, engine: Engine, data_dir: Path, dispatch: Dispatch | None = None) -> Stores:
+        return cls(ProjectStore(engine, data_dir, dispatch), OutboxStore(engine), NotificationStore(engine), SyncState(engine))

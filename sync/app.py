@@ -19,8 +19,10 @@ from connectors.fetch import ImageFetcher
 from pipeline.publish import Publisher
 from pipeline.templates import TemplateLibrary, bundled_templates_dir
 from storage import atomic
-from storage.db import make_engine
-from storage.locks import ProjectLocks
+from storage.db import make_engine, normalize_url
+from storage.errors import Unavailable
+from storage.locks import AdvisoryLocks, FileLocks, ProjectLocks
+from storage.projects import Dispatch
 from storage.stores import Stores
 from sync import backends, lifecycle, links
 from sync.lifecycle import Lifecycle
@@ -65,13 +67,17 @@ def template_library(settings: Settings) -> TemplateLibrary:
     return TemplateLibrary(*[r for r in (settings.templates_dir, bundled_templates_dir()) if r])
 
 
-def make_stores(settings: Settings) -> Stores:
+def make_stores(settings: Settings, dispatch: Dispatch | None = None) -> Stores:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return Stores.open(make_engine(settings.db_url), settings.data_dir)
+    return Stores.open(make_engine(settings.db_url), settings.data_dir, dispatch)
 
 
 def make_locks(settings: Settings) -> ProjectLocks:
-    return ProjectLocks(settings.data_dir / "locks")
+    """File locks on one host; advisory locks when the database is PostgreSQL (several hosts)."""
+    url = normalize_url(settings.db_url)
+    if url.startswith("postgresql"):
+        return AdvisoryLocks(url)
+    return FileLocks(settings.data_dir / "locks")
 
 
 def make_lifecycle(settings: Settings, stores: Stores, clock: Callable[[], datetime] = utc_clock) -> Lifecycle:
@@ -111,7 +117,58 @@ def make_writer(settings: Settings, stores: Stores, table: BitableClient, life: 
     return TableWriter(make_locks(settings), table.table_id, flusher, notifier)
 
 
+def make_fetch_image(settings: Settings, download_media: Callable[[str], bytes] | None) -> Callable[[ImageRef, Path], None]:
+    """Fetch a row's opening image: a sheet attachment through the table (when this process may
+    talk to Feishu), a link through the guarded fetcher."""
+    fetcher = ImageFetcher(settings.image_max_bytes, settings.allow_private_urls, deadline=settings.image_deadline_seconds)
+
+    def fetch_image(ref: ImageRef, dest: Path) -> None:
+        if ref.file_token:
+            if download_media is None:
+                raise Unavailable("首帧图片还在从飞书取回，稍后自动重试 (opening image not staged yet)")
+            atomic.write_bytes(dest, download_media(ref.file_token))
+        else:
+            fetcher.fetch(ref.url or "", dest)
+
+    return fetch_image
+
+
+def make_runner(settings: Settings, stores: Stores, life: Lifecycle, locks: ProjectLocks, templates: TemplateLibrary,
+                publisher: Publisher, fetch_image: Callable[[ImageRef, Path], None], clock: Callable[[], datetime],
+                stopping: threading.Event, shared: bool = False) -> ProjectRunner:
+    return ProjectRunner(
+        RunnerDeps(
+            store=stores.projects,
+            life=life,
+            locks=locks,
+            templates=templates,
+            storyboarders=backends.storyboarders(settings),
+            generators=backends.generators(settings),
+            publisher=publisher,
+            speech=backends.speech(settings),
+            transcriber=backends.transcriber(settings),
+            fetch_image=fetch_image,
+            clock=clock,
+            storyboard_backend=settings.storyboard_backend,
+            segment_backend=settings.segment_backend,
+            retry=settings.step_retry(),
+            outage_retry=settings.outage_retry(),
+            max_crash_resumes=settings.max_crash_resumes,
+            gpu_slots=threading.BoundedSemaphore(settings.gpu_slots),
+            stopping=stopping,
+            prices=settings.video_prices,
+            shared=shared,
+        )
+    )
+
+
+def make_publisher(settings: Settings) -> Publisher:
+    return Publisher(backends.object_store(settings), settings.data_dir / "projects")
+
+
 class App:
+    """The all-in-one service of one host: the Feishu link and the workers in one process."""
+
     def __init__(self, settings: Settings, table: BitableClient, clock: Callable[[], datetime] = utc_clock):
         self.settings, self.table, self.clock = settings, table, clock
         self.stores = make_stores(settings)
@@ -119,40 +176,10 @@ class App:
         self.life = make_lifecycle(settings, self.stores, clock)
         self.stopping = threading.Event()
         self.templates = template_library(settings)
-        fetcher = ImageFetcher(settings.image_max_bytes, settings.allow_private_urls,
-                               deadline=settings.image_deadline_seconds)
-
-        def fetch_image(ref: ImageRef, dest: Path) -> None:
-            if ref.file_token:
-                atomic.write_bytes(dest, table.download_media(ref.file_token))
-            else:
-                fetcher.fetch(ref.url or "", dest)
-
         self.locks = make_locks(settings)
-        self.publisher = Publisher(backends.object_store(settings), settings.data_dir / "projects")
-        self.runner = ProjectRunner(
-            RunnerDeps(
-                store=self.store,
-                life=self.life,
-                locks=self.locks,
-                templates=self.templates,
-                storyboarders=backends.storyboarders(settings),
-                generators=backends.generators(settings),
-                publisher=self.publisher,
-                speech=backends.speech(settings),
-                transcriber=backends.transcriber(settings),
-                fetch_image=fetch_image,
-                clock=clock,
-                storyboard_backend=settings.storyboard_backend,
-                segment_backend=settings.segment_backend,
-                retry=settings.step_retry(),
-                outage_retry=settings.outage_retry(),
-                max_crash_resumes=settings.max_crash_resumes,
-                gpu_slots=threading.BoundedSemaphore(settings.gpu_slots),
-                stopping=self.stopping,
-                prices=settings.video_prices,
-            )
-        )
+        self.publisher = make_publisher(settings)
+        self.runner = make_runner(settings, self.stores, self.life, self.locks, self.templates, self.publisher,
+                                  make_fetch_image(settings, table.download_media), clock, self.stopping)
         self.poller = Poller(table, self.stores, self.life, self.locks, settings.columns, self.templates, settings.tz,
                              clock, settings.default_template, timedelta(minutes=settings.full_scan_minutes))
         self.writer = make_writer(settings, self.stores, table, self.life, clock)
@@ -169,9 +196,9 @@ class App:
         """One poll, run everything it found to a resting point, writing results back as they come
         (cron users see 生成中 and finished rows while a slow one still runs). False when sheet
         writes are still pending at the end (the table is down): the next `once` or `run` sends them."""
-        self._safe(self.renew_links)()
+        safe(self.renew_links)()
         self.tick()
-        flush, deadline = self._safe(self.flush), time.monotonic() + timeout
+        flush, deadline = safe(self.flush), time.monotonic() + timeout
         while not self.pool.wait_idle(min(self.settings.flush_interval_seconds, max(deadline - time.monotonic(), 0))):
             if time.monotonic() > deadline:
                 break
@@ -188,13 +215,11 @@ class App:
 
     def run(self, stop: threading.Event) -> None:
         """Poll and flush on a schedule until `stop` is set, then let running steps finish."""
-        scheduler = BackgroundScheduler(timezone=self.settings.tz)
-        opts = {"max_instances": 1, "coalesce": True, "next_run_time": datetime.now(self.settings.tz)}
-        scheduler.add_job(self._safe(self.tick), "interval", seconds=self.settings.poll_interval_seconds, id="poll", **opts)
-        scheduler.add_job(self._safe(self.flush), "interval", seconds=self.settings.flush_interval_seconds, id="flush", **opts)
-        scheduler.add_job(self._safe(self.renew_links), "interval", id="links", **opts,
-                          seconds=min(3600.0, self.settings.oss_url_expiry_seconds / 6))
-        scheduler.start()
+        scheduler = schedule(self.settings, {
+            self.tick: self.settings.poll_interval_seconds,
+            self.flush: self.settings.flush_interval_seconds,
+            self.renew_links: min(3600.0, self.settings.oss_url_expiry_seconds / 6),
+        })
         try:
             stop.wait()
         finally:
@@ -204,20 +229,33 @@ class App:
             self.pool.shutdown()
             self.drain_outbox(timeout=30)
 
-    def _safe(self, job: Callable[[], object]) -> Callable[[], None]:
-        failing = {"now": False}
 
-        def wrapped() -> None:
-            # Log the first failure and the recovery, not every tick of an outage.
-            try:
-                job()
-            except Exception as e:
-                if not failing["now"]:
-                    log.warning("job failing job=%s error=%s", job.__name__, e)
-                failing["now"] = True
-                return
-            if failing["now"]:
-                log.info("job recovered job=%s", job.__name__)
-            failing["now"] = False
 
-        return wrapped
+def schedule(settings: Settings, jobs: dict[Callable[[], object], float]) -> BackgroundScheduler:
+    """Start running each job every so many seconds (the first run now), one run at a time."""
+    scheduler = BackgroundScheduler(timezone=settings.tz)
+    opts = {"max_instances": 1, "coalesce": True, "next_run_time": datetime.now(settings.tz)}
+    for job, seconds in jobs.items():
+        scheduler.add_job(safe(job), "interval", seconds=seconds, id=job.__name__, **opts)
+    scheduler.start()
+    return scheduler
+
+
+def safe(job: Callable[[], object]) -> Callable[[], None]:
+    """The job, logging its first failure and its recovery rather than every tick of an outage."""
+    failing = {"now": False}
+
+    def wrapped() -> None:
+        try:
+            job()
+        except Exception as e:
+            if not failing["now"]:
+                log.warning("job failing job=%s error=%s", job.__name__, e)
+            failing["now"] = True
+            return
+        if failing["now"]:
+            log.info("job recovered job=%s", job.__name__)
+        failing["now"] = False
+
+    wrapped.__name__ = job.__name__
+    return wrapped

@@ -11,8 +11,9 @@ import threading
 from pathlib import Path
 
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
 
-from storage.errors import AuthFailed, NotFound, SheetReelError
+from storage.errors import AuthFailed, DatabaseUnusable, NotFound, SheetReelError
 from sync import cli_ops, redact
 from sync.cli_support import CliError, emit, load_settings, require_db
 
@@ -23,6 +24,8 @@ EPILOG = """examples:
   sheetreel status --data-dir ./demo-data --json
   sheetreel once                       poll the real table once and finish what it found (cron)
   sheetreel run                        poll forever (the GPU host's long-running process)
+  sheetreel gateway                    several hosts (PostgreSQL): the one process that talks to Feishu
+  sheetreel worker --queues gpu:wan    several hosts: run the stages routed to these queues
 
 settings come from the environment or a .env file: FEISHU_APP_ID, FEISHU_APP_SECRET,
 FEISHU_APP_TOKEN, FEISHU_TABLE_ID, SHEETREEL_DATA_DIR, ... (see README)."""
@@ -80,7 +83,29 @@ def build_parser() -> argparse.ArgumentParser:
                            help="how long to keep sending sheet writes the table refuses for now (default 600); "
                                 f"exit code {PENDING_WRITES} if some are still pending")
     COMMANDS.update(cli_ops.register(sub))
+
+    g = sub.add_parser("gateway", help="several hosts: poll the table and send its writes; workers do the stages",
+                       description="The scale-out mode's link to Feishu (needs SHEETREEL_DATABASE_URL=postgresql://...): "
+                       "polls the table, queues each due stage as a job, sends row writes and chat messages, renews "
+                       "links and hands the jobs of dead workers to live ones. Run one per table; stop with SIGTERM.")
+    g.add_argument("--data-dir", type=Path, default=None, help="data dir (default SHEETREEL_DATA_DIR or ./data)")
+    w = sub.add_parser("worker", help="several hosts: run the stages queued on the given queues",
+                       description="The scale-out mode's workers (needs SHEETREEL_DATABASE_URL=postgresql://...): take "
+                       "jobs from the queues named and run their stages, SHEETREEL_WORKERS at a time. Never talks to "
+                       "Feishu. Queues: cpu (storyboards, compose, Ken Burns shots), gpu:diffusers (or the name set "
+                       "in SHEETREEL_QUEUES / a template's `queue`), api:<provider> for cloud providers. SIGTERM stops "
+                       "it at the next safe point; the project resumes on another worker.")
+    w.add_argument("--queues", required=True, type=_queue_list, metavar="Q1,Q2",
+                   help="comma-separated queues this host can run, e.g. cpu or gpu:wan,cpu")
+    w.add_argument("--data-dir", type=Path, default=None, help="this host's workspace (default SHEETREEL_DATA_DIR or ./data)")
     return p
+
+
+def _queue_list(value: str) -> list[str]:
+    queues = [q.strip() for q in value.split(",") if q.strip()]
+    if not queues or any(not all(c.isalnum() or c in ":_-" for c in q) for q in queues):
+        raise argparse.ArgumentTypeError(f"not a list of queue names: {value!r} (e.g. cpu or gpu:wan,cpu)")
+    return queues
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
     )
+    # Their INFO lines are about themselves (Alembic's plugin setup, each scheduler tick), not the work.
+    for name in ("alembic", "apscheduler"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     redact.install()
     try:
         return COMMANDS[args.command](args)
@@ -98,8 +126,15 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(e), "check FEISHU_APP_ID / FEISHU_APP_SECRET and that the app is added to the base")
     except NotFound as e:
         return _fail(str(e), "check FEISHU_APP_TOKEN / FEISHU_TABLE_ID")
+    except DatabaseUnusable as e:
+        return _fail(str(e), "SHEETREEL_DATABASE_URL takes sqlite:///path/to/sheetreel.db or "
+                             "postgresql://user:password@host:5432/dbname (pip install 'sheetreel[postgres]')")
     except SheetReelError as e:
         return _fail(str(e), "run with -v for the full log")
+    except DBAPIError as e:
+        # The server refused or is unreachable; the driver's first line says which (never the password).
+        first = str(e.orig or e).strip().splitlines()[0]
+        return _fail(f"the database cannot be used: {first}", "check SHEETREEL_DATABASE_URL and that the server is running")
     except ValidationError as e:
         return _fail(f"invalid setting: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}", "see the configuration table in README.md")
     except KeyboardInterrupt:
@@ -178,17 +213,44 @@ def cmd_once(args) -> int:
     return PENDING_WRITES
 
 
-def cmd_run(args) -> int:
-    app = _live_app(args)
+def _until_signal(service, what: str) -> int:
+    """Run a service until SIGTERM or SIGINT (Ctrl-C)."""
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    print(f"polling every {app.settings.poll_interval_seconds:g}s; Ctrl-C to stop", file=sys.stderr)
-    app.run(stop)
+    print(f"{what} every {service.settings.poll_interval_seconds:g}s; Ctrl-C to stop", file=sys.stderr)
+    service.run(stop)
     return 0
 
 
-COMMANDS = {"demo": cmd_demo, "status": cmd_status, "once": cmd_once, "run": cmd_run}
+def cmd_run(args) -> int:
+    return _until_signal(_live_app(args), "polling")
+
+
+def cmd_gateway(args) -> int:
+    from sync.app import make_table
+    from sync.roles import Gateway, require_postgres
+
+    settings = _settings(args)
+    require_postgres(settings)
+    missing = settings.missing_feishu()
+    if missing:
+        raise CliError(f"missing settings: {', '.join(missing)}", "set them in the environment or .env (see README)")
+    return _until_signal(Gateway(settings, make_table(settings)), "gateway polling")
+
+
+def cmd_worker(args) -> int:
+    from sync.roles import Worker, require_postgres
+
+    settings = _settings(args)
+    require_postgres(settings)
+    print(f"worker on {','.join(args.queues)}, {settings.workers} at a time; Ctrl-C to stop", file=sys.stderr)
+    Worker(settings, args.queues).run()
+    return 0
+
+
+COMMANDS = {"demo": cmd_demo, "status": cmd_status, "once": cmd_once, "run": cmd_run, "gateway": cmd_gateway,
+            "worker": cmd_worker}
 
 if __name__ == "__main__":
     sys.exit(main())

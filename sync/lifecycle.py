@@ -213,11 +213,19 @@ def rests(p: Project) -> bool:
     return p.mode == Mode.step and p.state in RESTING and not p.advance_once
 
 
+def upcoming_step(p: Project) -> tuple[str, datetime | None] | None:
+    """The step this project waits to start, and from when (None: now); None if it waits for none."""
+    if p.state not in STEPS or rests(p):
+        return None
+    return STEPS[p.state][0], p.retry_at
+
+
 def next_step(p: Project, now: datetime) -> str | None:
     """The step that may start now, if any."""
-    if p.state not in STEPS or rests(p) or (p.retry_at is not None and p.retry_at > now):
+    upcoming = upcoming_step(p)
+    if upcoming is None or (upcoming[1] is not None and upcoming[1] > now):
         return None
-    return STEPS[p.state][0]
+    return upcoming[0]
 
 
 def due(p: Project, now: datetime) -> bool:

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from connectors.feishu.protocol import BitableClient, FieldType, Record
 from pipeline.templates import TemplateLibrary
-from storage.errors import BadInput, SheetReelError
+from storage.errors import BadInput, SheetReelError, Transient
 from storage.locks import ProjectLocks
 from storage.models import Project
 from storage.outbox import SheetUpdate
@@ -37,12 +37,16 @@ class Poller:
         clock: Callable[[], datetime],
         default_template: str,
         full_scan_every: timedelta = timedelta(hours=1),
+        stage: Callable[[Project], None] | None = None,
     ):
         self.table, self.stores, self.store, self.life = table, stores, stores.projects, life
         self.locks, self.cols = locks, columns
         self.templates, self.tz, self.clock, self.default_template = templates, tz, clock, default_template
         self.actions = Actions(stores.projects)
         self.full_scan_every = full_scan_every
+        # The gateway of the scale-out mode fetches a new opening image before the project is
+        # queued, so workers (which never talk to Feishu) find it in the object store.
+        self.stage = stage
         self._fields: dict[str, int] | None = None
         self._last_full_scan: datetime | None = None
 
@@ -104,17 +108,21 @@ class Poller:
     def _intake(self, row: RowInput) -> bool:
         """Apply one row's news. False when its project is busy and the row must be read again."""
         project = self.store.by_record(self.table.table_id, row.record_id)
-        if project is None:
-            self._create(row)
-            return True
-        with self.locks.hold(project.id) as got:
-            if not got:
-                return self._while_busy(project, row)
-            project = self.store.get(project.id)
-            transitions, _ = self._news(project, row)
-            if transitions:
-                self.life.commit(project.id, lambda q: [t(q) for t in transitions])
-            return True
+        try:
+            if project is None:
+                self._create(row)
+                return True
+            with self.locks.hold(project.id) as got:
+                if not got:
+                    return self._while_busy(project, row)
+                project = self.store.get(project.id)
+                transitions, _ = self._news(project, row)
+                if transitions:
+                    self.life.commit(project.id, lambda q: [t(q) for t in transitions])
+                return True
+        except Transient as e:  # the image could not be fetched for now: read the row again
+            log.warning("opening image not staged record=%s error=%s", row.record_id, e)
+            return False
 
     def _unreadable(self, record: Record) -> None:
         """The row broke something we did not foresee: it shows a Chinese error instead of
@@ -151,10 +159,27 @@ class Poller:
                 remove_outputs(self.store, p)
                 log.info("inputs changed project=%s record=%s", p.id, row.record_id)
             today = self.clock().astimezone(self.tz).date()
-            take(lambda q: lifecycle.inputs_changed(q, apply_inputs(q, row, self.templates, today)))
+            staged = self._staged(p, row, today)
+            take(lambda q: lifecycle.inputs_changed(q, apply_inputs(q, row, self.templates, today) + staged))
         if self._action_is_new(p, row):
             take(self._action(p, row))
         return transitions, changes
+
+    def _staged(self, p: Project, row: RowInput, today) -> list[str]:
+        """Stage the new inputs' image; the problem it has, as the row's error (none when the row
+        has other problems: it fails on those). A passing failure propagates: next poll tries again."""
+        if self.stage is None:
+            return []
+        probe = Project(**p.model_dump())
+        if apply_inputs(probe, row, self.templates, today):
+            return []
+        try:
+            self.stage(probe)
+        except Transient:
+            raise
+        except SheetReelError as e:
+            return [str(e)]
+        return []
 
     def _action(self, p: Project, row: RowInput) -> lifecycle.Transition:
         """The transition for the row's 操作: what it asks, or the notice that explains a refusal."""

@@ -16,7 +16,6 @@ from connectors.asr import Transcriber
 from connectors.tts import Speech
 from connectors.video.protocol import RemoteTask, SegmentGenerator, SegmentRequest
 from pipeline import compose, final_cut
-from pipeline.inputs import prepare_opening_image
 from pipeline.mix import plan_sources
 from pipeline.publish import Publisher
 from pipeline.segments import SegmentResult, generate_segments
@@ -32,6 +31,7 @@ from storage.storyboard import Storyboard
 from sync import lifecycle
 from sync.lifecycle import Lifecycle
 from sync.rows import ImageRef
+from sync.staging import fetch_opening_image, fresh_cache
 
 log = logging.getLogger(__name__)
 TAKE_SEED_STRIDE = 1000  # take t seeds its shots at template seed + 1000t + index: takes never share a seed
@@ -62,6 +62,9 @@ class RunnerDeps:
     transcriber: Transcriber | None = None
     # Price per generated second, by model (or backend) name: what a provider shot costs.
     prices: dict[str, float] = field(default_factory=dict)
+    # Scale-out mode: this host's project folders are a cache; what a later stage or another host
+    # needs is kept in the object store (publisher) and pulled from there when missing here.
+    shared: bool = False
 
 
 class Stopping(Exception):
@@ -75,14 +78,17 @@ class ProjectRunner:
     def __init__(self, deps: RunnerDeps):
         self.d = deps
 
-    def run(self, project_id: str) -> bool:
-        """Work on one project as far as it can go now. False if another worker holds it."""
+    def run(self, project_id: str, accepts: Callable[[Project, str], bool] | None = None) -> bool:
+        """Work on one project as far as it can go now (only the steps `accepts`, when given: a
+        queue's worker runs the stages routed to its queue). False if another worker holds it."""
         with self.d.locks.hold(project_id) as got:
             if not got:
                 return False
             p = self.d.store.get(project_id)
             if p is None:
                 return True
+            if self.d.shared and p.template:
+                fresh_cache(p, self.d.store.paths(p))
             if lifecycle.is_running(p.state):
                 # We hold the lock, so whoever left it running is gone.
                 p = self._commit(p, lambda q: lifecycle.crash_resumed(q, self.d.max_crash_resumes))
@@ -94,7 +100,7 @@ class ProjectRunner:
                     log.info("project cancelled project=%s record=%s", p.id, p.record_id)
                     break
                 step = lifecycle.next_step(p, self.d.clock())
-                if step is None or (p := self._attempt(p, step)) is None:
+                if step is None or (accepts is not None and not accepts(p, step)) or (p := self._attempt(p, step)) is None:
                     break
             return True
 
@@ -135,6 +141,7 @@ class ProjectRunner:
                         p.id, p.record_id, step, p.state.value, err)
             return None
         log.info("step done project=%s record=%s step=%s state=%s", p.id, p.record_id, step, p.state.value)
+        self._share(self.d.store.paths(p).meta)
         return p
 
     # -- stages: each ends with its success, committed with what it made ----------------------
@@ -149,6 +156,7 @@ class ProjectRunner:
             backend = "llm-images"
         board = self._storyboarder(backend).write(template, p.scene, p.shot_count or template.shot_count, paths.opening_image)
         atomic.write_text(paths.storyboard, board.model_dump_json(indent=2))
+        self._share(paths.storyboard)
         board_json = board.model_dump_json()
 
         def made(q: Project) -> lifecycle.Change:
@@ -158,20 +166,16 @@ class ProjectRunner:
         return self._commit(p, made)
 
     def _opening_image(self, p: Project) -> None:
-        """The row's image in the project folder (again, if `cleanup` removed the inputs)."""
+        """The row's image in the project folder (again, if `cleanup` removed the inputs; from the
+        object store, when another host fetched it)."""
         paths = self.d.store.paths(p)
+        if self.d.shared:
+            self.d.publisher.pull(paths.opening_image)
         if paths.opening_image.is_file():
             return
-        if not p.image_ref:
-            raise BadInput("首帧图片为空：请在「首帧图片」列上传一张图片，或填写图片链接 (opening image missing)")
-        paths.inputs.mkdir(parents=True, exist_ok=True)
-        # Downloaded beside it, and only a decoded, re-encoded copy becomes the opening image.
-        download = paths.inputs / "download"
-        self.d.fetch_image(ImageRef.model_validate_json(p.image_ref), download)
-        try:
-            prepare_opening_image(download, paths.opening_image)
-        finally:
-            download.unlink(missing_ok=True)
+        fetch_opening_image(p, paths, self.d.fetch_image)
+        if self.d.shared:
+            self.d.publisher.push(paths.opening_image)
 
     def _segments(self, p: Project) -> Project:
         board = Storyboard.model_validate_json(p.storyboard_json)
@@ -183,6 +187,9 @@ class ProjectRunner:
         sources = plan_sources(p.id, total, template.ai_ratio)
         known = {s.index: s for s in self.d.store.segments(p.id)}
         finished = [s for s in known.values() if s.state == SegmentState.done]
+        if self.d.shared:  # shots another host finished: their files, so none is made twice
+            for k in (s.index for s in finished):
+                self.d.publisher.pull(*_shot_files(paths, k))
         # Clips already in this video, from earlier runs too: a restart or a redone shot must
         # not bring one of them back.
         used = {s.clip for s in finished if s.clip}
@@ -203,6 +210,9 @@ class ProjectRunner:
 
         def on_done(res: SegmentResult) -> None:
             url = self.d.publisher.put(paths.segment(res.index))
+            self._share(*_shot_files(paths, res.index)[1:])  # the frames the next shot chains from
+            if self.d.shared and not paths.seed_frame(res.index).is_file():
+                self.d.publisher.forget(paths.seed_frame(res.index))  # an older take's correction
             task = journal_for(res.index).task
             cost = self._cost(RemoteTask.model_validate_json(task)) if task else None
             seg = Segment(project_id=p.id, index=res.index, state=SegmentState.done, source=res.source,
@@ -216,6 +226,8 @@ class ProjectRunner:
                 return lifecycle.step_progress(q, pct, text, made=True)
 
             self._commit(p, made, (seg,))
+            log.info("shot done project=%s record=%s shot=%d backend=%s seconds=%.1f", p.id, p.record_id, res.index,
+                     res.backend, res.duration or 0)
 
         generate_segments(board, paths, template, sources, lambda k, source: by_source[source],
                           {s.index for s in finished}, on_start, on_done, seed=TAKE_SEED_STRIDE * p.takes,
@@ -227,6 +239,8 @@ class ProjectRunner:
         template = self.d.templates.get(p.template)
         paths = self.d.store.paths(p)
         paths.make_dirs()
+        if self.d.shared:
+            self.d.publisher.pull(*(paths.segment(s.index) for s in board.shots))
         if template.narration.enabled and self.d.speech is None:
             log.warning("narration skipped project=%s template=%s reason=TTS_BASE_URL not set", p.id, template.id)
         sound = final_cut.soundtrack(board, template, self.d.speech, self.d.transcriber, paths.final_dir)
@@ -243,6 +257,10 @@ class ProjectRunner:
         return self._commit(p, made)
 
     # -- helpers --------------------------------------------------------------------------------
+
+    def _share(self, *files: Path) -> None:
+        if self.d.shared:
+            self.d.publisher.push(*files)
 
     def _storyboarder(self, name: str) -> Storyboarder:
         try:
@@ -265,6 +283,10 @@ class ProjectRunner:
             return self.d.generators[name]
         except KeyError:
             raise BadInput(f"视频段后端“{name}”未配置：可选 {', '.join(self.d.generators)}") from None
+
+
+def _shot_files(paths, k: int) -> tuple[Path, ...]:
+    return paths.segment(k), paths.first_frame(k), paths.last_frame(k), paths.seed_frame(k)
 
 
 class _TaskJournal:

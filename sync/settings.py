@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("./data"), alias="SHEETREEL_DATA_DIR")
     database_url: str = Field(default="", alias="SHEETREEL_DATABASE_URL")
     public_base_url: str = Field(default="", alias="SHEETREEL_PUBLIC_BASE_URL")
+    # The local object store's folder (when OSS is not configured): <data dir>/public by default;
+    # several hosts without OSS point this at one shared path.
+    store_dir: Path | None = Field(default=None, alias="SHEETREEL_STORE_DIR")
     templates_dir: Path | None = Field(default=None, alias="SHEETREEL_TEMPLATES_DIR")
     default_template: str = Field(default="pet-eating", alias="SHEETREEL_DEFAULT_TEMPLATE")
     timezone: str = Field(default="Asia/Shanghai", alias="SHEETREEL_TIMEZONE")
@@ -50,6 +53,11 @@ class Settings(BaseSettings):
     flush_interval_seconds: float = Field(default=2.0, alias="FLUSH_INTERVAL_SECONDS", gt=0)
     workers: int = Field(default=2, alias="SHEETREEL_WORKERS", ge=1, le=64)
     gpu_slots: int = Field(default=1, alias="SHEETREEL_GPU_SLOTS", ge=1, le=16)
+    # Scale-out mode (PostgreSQL): the queue each segment backend's shots run on, as JSON, e.g.
+    # {"diffusers": "gpu:wan"}; unset ones go to cpu (kenburns), gpu:diffusers, api:<backend>.
+    queues: dict[str, str] = Field(default_factory=dict, alias="SHEETREEL_QUEUES")
+    # A worker silent this long (no heartbeat) is taken for dead and its job handed to another.
+    stalled_seconds: float = Field(default=30.0, alias="SHEETREEL_STALLED_SECONDS", ge=5)
     outbox_backoff_base_seconds: float = Field(default=2.0, alias="OUTBOX_BACKOFF_BASE_SECONDS", ge=0)
     outbox_backoff_cap_seconds: float = Field(default=300.0, alias="OUTBOX_BACKOFF_CAP_SECONDS", gt=0)
     max_attempts: int = Field(default=3, alias="SHEETREEL_MAX_ATTEMPTS", ge=1)
@@ -201,7 +209,7 @@ class Settings(BaseSettings):
 
     @property
     def public_dir(self) -> Path:
-        return self.data_dir / "public"
+        return self.store_dir or self.data_dir / "public"
 
     @property
     def public_url(self) -> str:

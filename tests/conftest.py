@@ -8,6 +8,7 @@ import os
 import subprocess
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,12 @@ hypothesis_settings.register_profile("suite", derandomize=True, print_blob=True)
 hypothesis_settings.register_profile("explore", derandomize=False)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
 
+# A PostgreSQL server the suite may create databases on (read before clean_environ runs), e.g.
+# postgresql://sheetreel:sheetreel@127.0.0.1:5432/postgres. Tests marked `databases` run on
+# SQLite and on it; without it they skip on Postgres, unless SHEETREEL_TEST_POSTGRES_REQUIRED
+# is set (CI), where a missing server is a failure rather than a silent skip.
+POSTGRES_ADMIN_URL = os.environ.get("SHEETREEL_TEST_POSTGRES", "")
+POSTGRES_REQUIRED = bool(os.environ.get("SHEETREEL_TEST_POSTGRES_REQUIRED"))
 TEST_TEMPLATES = Path(__file__).parent / "templates"
 ASSETS = Path(__file__).resolve().parent.parent / "sync" / "demo_assets"
 APP_ID, SECRET = "cli_test", "test-secret"
@@ -41,6 +48,36 @@ def clean_environ(monkeypatch, tmp_path):
     getattr(TokenManager.cache, "cache", {}).clear()
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "databases: run the test on SQLite and on PostgreSQL")
+
+
+def pytest_generate_tests(metafunc):
+    if "database_url" in metafunc.fixturenames and metafunc.definition.get_closest_marker("databases"):
+        metafunc.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+
+
+@pytest.fixture
+def database_url(request):
+    """SHEETREEL_DATABASE_URL for the test: "" (SQLite in the data dir) or a fresh Postgres database."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        yield ""
+        return
+    if not POSTGRES_ADMIN_URL:
+        if POSTGRES_REQUIRED:
+            pytest.fail("SHEETREEL_TEST_POSTGRES_REQUIRED is set but SHEETREEL_TEST_POSTGRES is not")
+        pytest.skip("set SHEETREEL_TEST_POSTGRES=postgresql://user:password@127.0.0.1:5432/postgres to run on PostgreSQL")
+    import psycopg
+
+    name = f"sheetreel_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def table_schema(overrides: dict[str, int] | None = None) -> list[tuple]:
     schema = [(name, ftype) + ((({"options": [{"name": o} for o in opts]}),) if opts else ())
               for name, ftype, opts in Columns().schema(["tiny", "pet-eating"])]
@@ -52,13 +89,14 @@ def table_schema(overrides: dict[str, int] | None = None) -> list[tuple]:
 class Sheet:
     """An emulated base with one table, plus the settings that point SheetReel at it."""
 
-    def __init__(self, emu: Emulator, data_dir: Path, overrides: dict[str, int] | None = None, **settings):
+    def __init__(self, emu: Emulator, data_dir: Path, overrides: dict[str, int] | None = None, database_url: str = "",
+                 **settings):
         self.emu = emu
         # Advanced permissions on: every download must prove its table, as such bases demand.
         self.app_token = emu.create_app(name="test", advanced_permissions=True)
         self.table_id = emu.create_table(self.app_token, name="videos", fields=table_schema(overrides))
         defaults = {"SHEETREEL_ALLOW_PRIVATE_URLS": True, "SHEETREEL_RETRY_BASE_SECONDS": 0,
-                    "SHEETREEL_TEMPLATES_DIR": TEST_TEMPLATES}
+                    "SHEETREEL_TEMPLATES_DIR": TEST_TEMPLATES, "SHEETREEL_DATABASE_URL": database_url}
         self.settings = Settings(
             FEISHU_APP_ID=APP_ID,
             FEISHU_APP_SECRET=SECRET,
@@ -70,6 +108,25 @@ class Sheet:
             **(defaults | settings),
         )
         self.cols = self.settings.columns
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment a `sheetreel` process needs to work on this sheet as the test does."""
+        s = self.settings
+        values = {
+            "FEISHU_APP_ID": s.feishu_app_id, "FEISHU_APP_SECRET": s.feishu_app_secret.get_secret_value(),
+            "FEISHU_APP_TOKEN": s.feishu_app_token, "FEISHU_TABLE_ID": s.feishu_table_id,
+            "FEISHU_BASE_URL": s.feishu_base_url, "SHEETREEL_DATA_DIR": str(s.data_dir),
+            "SHEETREEL_TEMPLATES_DIR": str(s.templates_dir), "SHEETREEL_DEFAULT_TEMPLATE": s.default_template,
+            "SHEETREEL_ALLOW_PRIVATE_URLS": "true", "SHEETREEL_RETRY_BASE_SECONDS": str(s.retry_base_seconds),
+        }
+        if s.database_url:
+            values["SHEETREEL_DATABASE_URL"] = s.database_url
+        return values | extra
+
+    def use_env(self, monkeypatch, **extra: str) -> None:
+        """Point in-process CLI calls (main([...])) at this sheet."""
+        for key, value in self.env(**extra).items():
+            monkeypatch.setenv(key, value)
 
     def add_rows(self, rows: list[dict]) -> list[str]:
         return self.emu.add_records(self.app_token, self.table_id, rows)
@@ -113,8 +170,8 @@ def emulator():
 
 
 @pytest.fixture
-def sheet(emulator, tmp_path) -> Sheet:
-    return Sheet(emulator, tmp_path / "data")
+def sheet(emulator, tmp_path, database_url) -> Sheet:
+    return Sheet(emulator, tmp_path / "data", database_url=database_url)
 
 
 @pytest.fixture

@@ -72,14 +72,10 @@ def test_rows_become_videos_through_a_provider_and_show_their_cost(backend, emul
 
 
 def start(sheet: Sheet, extra: dict[str, str]) -> subprocess.Popen:
-    s = sheet.settings
     env = {
         **os.environ,
-        "FEISHU_APP_ID": s.feishu_app_id, "FEISHU_APP_SECRET": s.feishu_app_secret.get_secret_value(),
-        "FEISHU_APP_TOKEN": s.feishu_app_token, "FEISHU_TABLE_ID": s.feishu_table_id,
-        "FEISHU_BASE_URL": s.feishu_base_url, "SHEETREEL_DATA_DIR": str(s.data_dir),
-        "SHEETREEL_TEMPLATES_DIR": str(s.templates_dir), "SHEETREEL_DEFAULT_TEMPLATE": "cloud",
-        "SHEETREEL_ALLOW_PRIVATE_URLS": "true", "POLL_INTERVAL_SECONDS": "0.3", "FLUSH_INTERVAL_SECONDS": "0.2",
+        **sheet.env(SHEETREEL_DEFAULT_TEMPLATE="cloud"),
+        "POLL_INTERVAL_SECONDS": "0.3", "FLUSH_INTERVAL_SECONDS": "0.2",
         "SHEETREEL_MAX_CRASH_RESUMES": "10", "SHEETREEL_RETRY_BASE_SECONDS": "0", "VIDEO_POLL_SECONDS": "0.05",
         "SHEETREEL_VIDEO_PRICES": json.dumps(PRICES), **extra,
     }

@@ -14,15 +14,12 @@ from sync.cli import main
 
 from conftest import Sheet
 
+pytestmark = pytest.mark.databases  # every test here on SQLite and on PostgreSQL
+
 
 @pytest.fixture
 def six(sheet: Sheet, monkeypatch):
-    s = sheet.settings
-    for key, value in {"FEISHU_APP_ID": s.feishu_app_id, "FEISHU_APP_SECRET": s.feishu_app_secret.get_secret_value(),
-                       "FEISHU_APP_TOKEN": s.feishu_app_token, "FEISHU_TABLE_ID": s.feishu_table_id,
-                       "FEISHU_BASE_URL": s.feishu_base_url, "SHEETREEL_DATA_DIR": str(s.data_dir),
-                       "SHEETREEL_TEMPLATES_DIR": str(s.templates_dir)}.items():
-        monkeypatch.setenv(key, value)
+    sheet.use_env(monkeypatch)
     cols = sheet.cols
     rids = sheet.add_rows([{cols.title: f"行{i}", cols.image: sheet.image_cell(), cols.template: "tiny",
                             cols.shot_count: 2} for i in range(6)])

@@ -17,22 +17,15 @@ from sync.rows import text_of
 
 from conftest import Sheet, wait_for
 
+pytestmark = pytest.mark.databases  # every test here on SQLite and on PostgreSQL
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def start(sheet: Sheet) -> subprocess.Popen:
-    s = sheet.settings
     env = {
         **os.environ,
-        "FEISHU_APP_ID": s.feishu_app_id,
-        "FEISHU_APP_SECRET": s.feishu_app_secret.get_secret_value(),
-        "FEISHU_APP_TOKEN": s.feishu_app_token,
-        "FEISHU_TABLE_ID": s.feishu_table_id,
-        "FEISHU_BASE_URL": s.feishu_base_url,
-        "SHEETREEL_DATA_DIR": str(s.data_dir),
-        "SHEETREEL_TEMPLATES_DIR": str(s.templates_dir),
-        "SHEETREEL_DEFAULT_TEMPLATE": "tiny",
-        "SHEETREEL_ALLOW_PRIVATE_URLS": "true",
+        **sheet.env(),
         "POLL_INTERVAL_SECONDS": "0.3",
         "FLUSH_INTERVAL_SECONDS": "0.2",
         # These tests kill the worker on purpose; on a slow machine one step may see every kill.

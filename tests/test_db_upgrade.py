@@ -17,8 +17,9 @@ def test_an_older_database_gains_the_new_columns_and_keeps_its_rows(tmp_path: Pa
     store.save(project, [Segment(project_id="p1", index=0, backend="kenburns", drift=3.5)])
     store.engine.dispose()
 
-    # What an older release wrote: the same tables without columns added since.
+    # What an older release wrote: the same tables without columns added since, and no Alembic.
     db = sqlite3.connect(tmp_path / "sheetreel.db")
+    db.execute("DROP TABLE alembic_version")
     for table, column in (("project", "advance_once"), ("project", "action_stamp"), ("project", "takes"),
                           ("segment", "drift"), ("segment", "updated_at")):
         db.execute(f'ALTER TABLE "{table}" DROP COLUMN "{column}"')

@@ -23,6 +23,8 @@ from sync.rows import text_of
 
 from conftest import Sheet
 
+pytestmark = pytest.mark.databases  # every test here on SQLite and on PostgreSQL
+
 WAIT = 60  # seconds; only ever reached when something is broken
 
 

@@ -17,6 +17,8 @@ from sync.messages import row_link
 
 from conftest import Sheet
 
+pytestmark = pytest.mark.databases  # every test here on SQLite and on PostgreSQL
+
 
 def test_bot_announces_each_completion_and_failure_once(emulator, tmp_path):
     sheet = Sheet(emulator, tmp_path / "d", FEISHU_CHAT_ID="oc_team", FEISHU_SHEET_URL="https://x.feishu.cn/base/app")

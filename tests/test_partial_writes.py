@@ -15,17 +15,13 @@ from sync.rows import text_of
 
 from conftest import Sheet, table_schema, wait_for
 
+pytestmark = pytest.mark.databases  # every test here on SQLite and on PostgreSQL
+
 WAIT = 120
 
 
 def use_cli(monkeypatch, sheet: Sheet) -> None:
-    s = sheet.settings
-    for key, value in {"FEISHU_APP_ID": s.feishu_app_id, "FEISHU_APP_SECRET": s.feishu_app_secret.get_secret_value(),
-                       "FEISHU_APP_TOKEN": s.feishu_app_token, "FEISHU_TABLE_ID": s.feishu_table_id,
-                       "FEISHU_BASE_URL": s.feishu_base_url, "SHEETREEL_DATA_DIR": str(s.data_dir),
-                       "SHEETREEL_TEMPLATES_DIR": str(s.templates_dir), "SHEETREEL_DEFAULT_TEMPLATE": "tiny",
-                       "SHEETREEL_RETRY_BASE_SECONDS": "0"}.items():
-        monkeypatch.setenv(key, value)
+    sheet.use_env(monkeypatch)
 
 
 def test_a_table_missing_columns_still_gets_every_other_cell_and_says_what_is_missing(emulator, tmp_path,

@@ -19,7 +19,7 @@ from pipeline.storyboard import from_text, to_text
 from pipeline.templates import TemplateLibrary
 from storage.db import make_engine
 from storage.errors import BadInput
-from storage.locks import ProjectLocks
+from storage.locks import FileLocks
 from storage.models import Project, ProjectState
 from storage.projects import Effects
 from storage.stores import Stores
@@ -137,7 +137,7 @@ def resting(tmp_path_factory):
     data = tmp_path_factory.mktemp("poison")
     stores = Stores.open(make_engine(f"sqlite:///{data / 'db.sqlite'}"), data)
     life = Lifecycle(stores.projects, lambda p, segs, changes: Effects())
-    poller = Poller(SimpleNamespace(table_id="tbl"), stores, life, ProjectLocks(data / "locks"), COLS,
+    poller = Poller(SimpleNamespace(table_id="tbl"), stores, life, FileLocks(data / "locks"), COLS,
                     TemplateLibrary(TEST_TEMPLATES), TZ, lambda: datetime.now(UTC), "tiny")
     return stores, poller, data
 

@@ -19,6 +19,8 @@ from sync.rows import text_of
 
 from conftest import ASSETS, Sheet
 
+pytestmark = pytest.mark.databases  # every test here on SQLite and on PostgreSQL
+
 
 def good_row(sheet: Sheet, title: str, **extra) -> dict:
     cols = sheet.cols
@@ -133,7 +135,7 @@ def test_polling_twice_creates_nothing_twice_and_regenerates_nothing(sheet):
 
 def test_two_pollers_at_once_never_work_on_the_same_project(sheet):
     sheet.add_rows([good_row(sheet, f"行{i}") for i in range(4)])
-    env = {**os.environ, **{k: str(v) for k, v in _env_of(sheet).items()}}
+    env = {**os.environ, **sheet.env()}
     procs = [
         subprocess.Popen([sys.executable, "-m", "sync.cli", "once"], env=env, cwd=Path(__file__).parent.parent,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -159,10 +161,14 @@ def test_db_is_rebuilt_from_meta_json(sheet):
     sheet.app().once()
     store = make_stores(sheet.settings).projects
     before = {p.id: (p.state, p.final_url, len(store.segments(p.id)), len(store.steps(p.id))) for p in store.projects()}
+    # The database is lost (the file deleted; on PostgreSQL every table dropped).
+    if store.engine.dialect.name == "postgresql":
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
     store.engine.dispose()
-    (sheet.settings.data_dir / "sheetreel.db").unlink()
-    for suffix in ("-wal", "-shm"):
-        (sheet.settings.data_dir / f"sheetreel.db{suffix}").unlink(missing_ok=True)
+    if store.engine.dialect.name == "sqlite":
+        for suffix in ("", "-wal", "-shm"):
+            (sheet.settings.data_dir / f"sheetreel.db{suffix}").unlink(missing_ok=True)
 
     fresh = make_stores(sheet.settings).projects
     assert fresh.projects() == []
@@ -181,16 +187,3 @@ def _step_count(store) -> int:
         return len(s.exec(select(StepRun)).all())
 
 
-def _env_of(sheet: Sheet) -> dict:
-    s = sheet.settings
-    return {
-        "FEISHU_APP_ID": s.feishu_app_id,
-        "FEISHU_APP_SECRET": s.feishu_app_secret.get_secret_value(),
-        "FEISHU_APP_TOKEN": s.feishu_app_token,
-        "FEISHU_TABLE_ID": s.feishu_table_id,
-        "FEISHU_BASE_URL": s.feishu_base_url,
-        "SHEETREEL_DATA_DIR": s.data_dir,
-        "SHEETREEL_TEMPLATES_DIR": s.templates_dir,
-        "SHEETREEL_DEFAULT_TEMPLATE": "tiny",
-        "SHEETREEL_ALLOW_PRIVATE_URLS": "true",
-    }

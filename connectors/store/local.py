@@ -42,5 +42,12 @@ class LocalObjectStore:
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    def fetch(self, key: str, dest: Path) -> bool:
+        source = self._path(key)
+        if not source.is_file():
+            return False
+        atomic.copy_file(source, Path(dest))
+        return True
+
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)

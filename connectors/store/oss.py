@@ -7,6 +7,7 @@ error code and request id (what Aliyun support asks for), never the AccessKey se
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -134,6 +135,21 @@ class OssObjectStore:
         full = self._full_key(key)
         with _translated(f"查询 OSS 对象 {full}"):
             return bool(self._bounded(lambda: self._bucket.object_exists(full), f"查询 {full}"))
+
+    def fetch(self, key: str, dest: Path) -> bool:
+        full, dest = self._full_key(key), Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.download")
+        try:
+            with _translated(f"下载 OSS 对象 {full}"):
+                try:
+                    self._bounded(lambda: self._bucket.get_object_to_file(full, str(tmp)), f"下载 {full}")
+                except oss2.exceptions.NoSuchKey:
+                    return False
+            os.replace(tmp, dest)
+            return True
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def delete(self, key: str) -> None:
         full = self._full_key(key)

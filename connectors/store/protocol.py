@@ -22,6 +22,10 @@ class ObjectStore(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def fetch(self, key: str, dest: Path) -> bool:
+        """Download the object under `key` to `dest` (atomically); False when there is none."""
+        ...
+
     def delete(self, key: str) -> None:
         """Remove the object under `key`; deleting a missing object is not an error."""
         ...

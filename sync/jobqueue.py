@@ -1,0 +1,150 @@
+"""The scale-out work queue: procrastinate, on the PostgreSQL database that is already the truth.
+
+One job runs one stage of one project. A job is deferred inside the transaction of the state
+change that makes its stage due (ProjectStore's dispatch hook), so no change is ever committed
+without its job or the other way round. Each job's `lock` is its project (one job per project
+runs at a time, across hosts) and so is its `queueing_lock` (at most one job per project waits).
+Stages are routed to queues by what they need, so a host runs only what it can:
+
+    storyboard, compose            cpu
+    segments                       the template's `queue`, else SHEETREEL_QUEUES[backend],
+                                   else cpu (kenburns), gpu:diffusers, api:<provider>
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlmodel import Session
+
+from pipeline.templates import TemplateLibrary
+from storage.errors import SheetReelError
+from storage.models import Project
+from sync import lifecycle
+
+log = logging.getLogger(__name__)
+TASK = "sheetreel.run_stage"
+CPU = "cpu"
+OFFLINE_BACKENDS = frozenset({"kenburns", "stock"})
+
+
+def default_queue(backend: str) -> str:
+    if backend in OFFLINE_BACKENDS:
+        return CPU
+    return "gpu:diffusers" if backend == "diffusers" else f"api:{backend}"
+
+
+class Router:
+    """Which queue runs a project's next stage."""
+
+    def __init__(self, templates: TemplateLibrary, segment_backend: str, routes: dict[str, str] | None = None):
+        self.templates, self.segment_backend, self.routes = templates, segment_backend, routes or {}
+
+    def queue(self, project: Project, step: str) -> str:
+        if step != "segments":
+            return CPU
+        try:
+            template = self.templates.get(project.template)
+        except SheetReelError:
+            return CPU  # an unknown template fails on whichever host picks it up, with its row error
+        backend = template.segment_backend or self.segment_backend
+        return template.queue or self.routes.get(backend) or default_queue(backend)
+
+
+def libpq_url(url: str) -> str:
+    """psycopg's own form of a SQLAlchemy URL (without the +driver)."""
+    scheme, rest = url.split("://", 1)
+    return "postgresql://" + rest if scheme.startswith("postgres") else url
+
+
+class JobQueue:
+    def __init__(self, url: str, router: Router, clock: Callable[[], datetime]):
+        from procrastinate import App, PsycopgConnector, SyncPsycopgConnector
+
+        self.router, self.clock = router, clock
+        self.app = App(connector=PsycopgConnector(conninfo=libpq_url(url)))
+        # Deferring always rides on the caller's own (synchronous) connection, inside its
+        # transaction; this app is never opened, it only writes the job row there.
+        self._deferrer = App(connector=SyncPsycopgConnector(conninfo=libpq_url(url)))
+
+    # -- deferring, inside the caller's transaction ---------------------------------------------
+
+    def dispatch(self, session: Session, project: Project) -> None:
+        """The ProjectStore hook: called with every project change before it commits."""
+        upcoming = lifecycle.upcoming_step(project)
+        if upcoming is None:
+            return
+        step, at = upcoming
+        self.defer(session, project, self.router.queue(project, step), at)
+
+    def defer(self, session: Session, project: Project, queue: str, at: datetime | None) -> None:
+        """Have a job run this project's next stage on `queue` from `at`, in the session's transaction."""
+        from procrastinate.exceptions import AlreadyEnqueued
+
+        # The job already waiting for this project (at most one) is moved to where and when the
+        # project now needs it: a 重试 brings a scheduled retry forward, new inputs re-route it.
+        moved = session.execute(
+            text("UPDATE procrastinate_jobs SET queue_name = :queue, scheduled_at = :at "
+                 "WHERE queueing_lock = :pid AND status = 'todo' RETURNING id"),
+            {"queue": queue, "at": at, "pid": project.id},
+        ).first()
+        if moved is not None:
+            return
+        raw = session.connection().connection.driver_connection
+        try:
+            # A savepoint: a job deferred meanwhile by someone else is refused without
+            # aborting the change it rides with.
+            with session.begin_nested():
+                self._deferrer.configure_task(TASK, lock=project.id, queueing_lock=project.id, queue=queue,
+                                        schedule_at=at, connection=raw).defer(project_id=project.id)
+        except AlreadyEnqueued:
+            return
+        log.info("job queued project=%s record=%s queue=%s at=%s", project.id, project.record_id, queue,
+                 at.isoformat() if at else "now")
+
+    # -- the gateway's sweep ----------------------------------------------------------------------
+
+    def sweep(self, session_factory: Callable[[], Session], projects: Iterable[Project]) -> int:
+        """Queue a job for each due project that has none (a project from before scale-out, a
+        row whose job was lost with a database restore). Returns how many were queued."""
+        queued = 0
+        with session_factory() as s:
+            active = {row[0] for row in s.execute(text(
+                "SELECT lock FROM procrastinate_jobs WHERE status IN ('todo', 'doing')"))}
+            for p in projects:
+                if p.id in active:
+                    continue
+                step = lifecycle.upcoming_step(p)
+                if step is None and lifecycle.is_running(p.state):
+                    step = (lifecycle.STEPS[lifecycle.RESUME_FROM[p.state]][0], None)  # its job died with it
+                if step is None:
+                    continue
+                self.defer(s, p, self.router.queue(p, step[0]), step[1])
+                queued += 1
+            s.commit()
+        return queued
+
+    def retry_stalled(self, seconds_since_heartbeat: float) -> int:
+        """Jobs whose worker stopped sending heartbeats (killed, host lost) go back to the queue."""
+        from procrastinate.exceptions import UniqueViolation
+        from procrastinate.jobs import Status
+
+        async def retry() -> int:
+            async with self.app.open_async():
+                stalled = await self.app.job_manager.get_stalled_jobs(seconds_since_heartbeat=seconds_since_heartbeat)
+                for job in stalled:
+                    project = job.task_kwargs.get("project_id")
+                    try:
+                        await self.app.job_manager.retry_job(job)
+                    except UniqueViolation:
+                        # The stage it ran had finished and queued the next one before the worker
+                        # died: that job carries the project on; this one only has to end.
+                        await self.app.job_manager.finish_job(job, Status.FAILED, delete_job=False)
+                    log.warning("stalled job requeued job=%s project=%s queue=%s", job.id, project, job.queue)
+                return len(stalled)
+
+        return asyncio.run(retry())

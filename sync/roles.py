@@ -1,0 +1,169 @@
+"""The scale-out roles, on PostgreSQL: one gateway owns the Feishu link; any number of workers run
+stages from the job queue and never talk to Feishu.
+
+    sheetreel gateway                   poll the table, send row writes and chat messages, renew
+                                        links, requeue the jobs of dead workers
+    sheetreel worker --queues gpu:wan   run the stages routed to those queues
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from connectors.feishu.protocol import BitableClient
+from storage.db import normalize_url
+from storage.models import Project
+from sync import lifecycle, links
+from sync.app import (
+    make_fetch_image,
+    make_lifecycle,
+    make_locks,
+    make_publisher,
+    make_runner,
+    make_stores,
+    make_writer,
+    schedule,
+    template_library,
+    utc_clock,
+)
+from sync.cli_support import CliError
+from sync.jobqueue import TASK, JobQueue, Router
+from sync.poller import Poller
+from sync.settings import Settings
+from sync.staging import fetch_opening_image, fresh_cache
+
+log = logging.getLogger(__name__)
+REQUEUE_SECONDS = 2.0  # a job that found its project held (an intake in progress) runs again this soon
+
+
+def require_postgres(settings: Settings) -> str:
+    url = normalize_url(settings.db_url)
+    if not url.startswith("postgresql"):
+        raise CliError("the gateway and worker roles need PostgreSQL as the one database of every host",
+                       "set SHEETREEL_DATABASE_URL=postgresql://user:password@host:5432/sheetreel, "
+                       "or run everything on one host with `sheetreel run`")
+    return url
+
+
+def make_queue(settings: Settings, clock: Callable[[], datetime]) -> JobQueue:
+    router = Router(template_library(settings), settings.segment_backend, settings.queues)
+    return JobQueue(require_postgres(settings), router, clock)
+
+
+class Gateway:
+    """The one process per table that reads and writes Feishu."""
+
+    def __init__(self, settings: Settings, table: BitableClient, clock: Callable[[], datetime] = utc_clock):
+        self.settings, self.clock = settings, clock
+        self.queue = make_queue(settings, clock)
+        self.stores = make_stores(settings, self.queue.dispatch)
+        self.life = make_lifecycle(settings, self.stores, clock)
+        self.locks = make_locks(settings)
+        self.publisher = make_publisher(settings)
+        self.fetch_image = make_fetch_image(settings, table.download_media)
+        self.poller = Poller(table, self.stores, self.life, self.locks, settings.columns, template_library(settings),
+                             settings.tz, clock, settings.default_template, timedelta(minutes=settings.full_scan_minutes),
+                             stage=self.stage)
+        self.writer = make_writer(settings, self.stores, table, self.life, clock)
+
+    def stage(self, p: Project) -> None:
+        """The row's new opening image, fetched here (the one host that talks to Feishu) into the
+        object store, where the worker that runs its storyboard finds it."""
+        paths = self.stores.projects.paths(p)
+        fresh_cache(p, paths)
+        if not paths.opening_image.is_file():
+            fetch_opening_image(p, paths, self.fetch_image)
+        self.publisher.push(paths.opening_image)
+
+    def tick(self) -> int:
+        """Poll once; queue a job for any due project that has none. Returns how many were queued."""
+        self.poller.poll()
+        due = self.stores.projects.projects(lifecycle.ALL - lifecycle.FINAL)
+        return self.queue.sweep(self.stores.projects.session, due)
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def requeue_stalled(self) -> int:
+        return self.queue.retry_stalled(self.settings.stalled_seconds)
+
+    def renew_links(self) -> int:
+        margin = timedelta(seconds=self.settings.oss_url_expiry_seconds / 3)
+        return links.renew_links(self.stores.projects, self.publisher, self.life, self.locks, self.clock(), margin)
+
+    def run(self, stop: threading.Event) -> None:
+        scheduler = schedule(self.settings, {
+            self.tick: self.settings.poll_interval_seconds,
+            self.flush: self.settings.flush_interval_seconds,
+            self.requeue_stalled: self.settings.stalled_seconds / 3,
+            self.renew_links: min(3600.0, self.settings.oss_url_expiry_seconds / 6),
+        })
+        try:
+            stop.wait()
+        finally:
+            scheduler.shutdown(wait=True)
+            self.writer.drain(timeout=30)
+
+
+class Worker:
+    """Runs the stages routed to its queues, `settings.workers` at a time."""
+
+    def __init__(self, settings: Settings, queues: list[str], clock: Callable[[], datetime] = utc_clock):
+        self.settings, self.queues, self.clock = settings, queues, clock
+        self.queue = make_queue(settings, clock)
+        self.stores = make_stores(settings, self.queue.dispatch)
+        self.stopping = threading.Event()
+        self.runner = make_runner(settings, self.stores, make_lifecycle(settings, self.stores, clock), make_locks(settings),
+                                  template_library(settings), make_publisher(settings),
+                                  make_fetch_image(settings, None), clock, self.stopping, shared=True)
+        self.queue.app.task(name=TASK, pass_context=True)(self._run_stage)
+
+    def _run_stage(self, context, project_id: str) -> None:
+        queue, ran = context.job.queue, []
+
+        def accepts(p, step: str) -> bool:
+            # One stage per job: the commit that ends it queued the job of the next stage, which
+            # may belong to another queue (another host).
+            if ran or self.queue.router.queue(p, step) != queue:
+                return False
+            ran.append(step)
+            return True
+
+        if not self.runner.run(project_id, accepts) and not self.stopping.is_set():
+            # Held for a moment (the gateway applying an edit of the row): try again shortly.
+            with self.stores.projects.session() as s:
+                p = self.stores.projects.get(project_id)
+                if p is not None:
+                    self.queue.defer(s, p, queue, self.clock() + timedelta(seconds=REQUEUE_SECONDS))
+                    s.commit()
+
+    def run(self) -> None:
+        """Until SIGTERM or SIGINT: then running steps stop at their next safe point (checkpointed,
+        resumed by whichever worker takes the project next) and the process exits."""
+        asyncio.run(self._run())
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        async with self.queue.app.open_async():
+            task = asyncio.create_task(self.queue.app.run_worker_async(
+                queues=self.queues, concurrency=self.settings.workers, name=f"sheetreel-{'+'.join(self.queues)}",
+                install_signal_handlers=False, update_heartbeat_interval=self.settings.stalled_seconds / 3,
+                stalled_worker_timeout=self.settings.stalled_seconds, delete_jobs="successful"))
+
+            def stop() -> None:
+                log.info("worker stopping queues=%s", ",".join(self.queues))
+                self.stopping.set()
+                task.cancel()
+
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop)
+            log.info("worker started queues=%s concurrency=%d", ",".join(self.queues), self.settings.workers)
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
