@@ -42,11 +42,11 @@ def current(conn: Connection) -> str | None:
 def upgrade(engine: Engine) -> None:
     """Bring the database to the newest revision; a no-op (one query) when it is there already."""
     target = head()
-    with engine.connect() as conn:
+    with _file_lock(engine), engine.connect() as conn:
         if current(conn) == target:
             return
         conn.rollback()
-        with _migration_lock(engine, conn):
+        with _advisory_lock(engine, conn):
             if current(conn) == target:  # another process did it while we waited
                 return
             command.upgrade(alembic_config(conn), "head")
@@ -55,20 +55,28 @@ def upgrade(engine: Engine) -> None:
 
 
 @contextmanager
-def _migration_lock(engine: Engine, conn: Connection) -> Iterator[None]:
-    if engine.dialect.name == "postgresql":
-        # Session-level, taken on the migrating connection itself: released by the unlock below,
-        # or by PostgreSQL when a killed process's connection goes away.
-        conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
-        conn.commit()
-        try:
-            yield
-        finally:
-            conn.rollback()
-            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
-            conn.commit()
-    elif engine.url.database and engine.url.database != ":memory:":
+def _file_lock(engine: Engine) -> Iterator[None]:
+    """SQLite: held from before the first connection, whose PRAGMA journal_mode=WAL on a new file
+    would otherwise race another process's (that switch does not wait, it fails as 'locked')."""
+    if engine.dialect.name == "sqlite" and engine.url.database and engine.url.database != ":memory:":
         with FileLock(f"{engine.url.database}.migrate.lock"):
             yield
     else:
         yield
+
+
+@contextmanager
+def _advisory_lock(engine: Engine, conn: Connection) -> Iterator[None]:
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    # Session-level, taken on the migrating connection itself: released by the unlock below, or
+    # by PostgreSQL when a killed process's connection goes away.
+    conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+    conn.commit()
+    try:
+        yield
+    finally:
+        conn.rollback()
+        conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+        conn.commit()

@@ -50,10 +50,14 @@ Dispatch = Callable[[Session, Project], None]
 
 
 class ProjectStore(Repo):
-    def __init__(self, engine: Engine, data_dir: Path, dispatch: Dispatch | None = None):
+    def __init__(self, engine: Engine, data_dir: Path, dispatch: Dispatch | None = None,
+                 mirror: Callable[[Path], None] | None = None):
         super().__init__(engine)
         self.data_dir = Path(data_dir)
         self.dispatch = dispatch
+        # Several hosts: each meta.json written is also kept in the object store, the copy every
+        # host (and verify-consistency) reads.
+        self.mirror = mirror
 
     def paths(self, project: Project) -> ProjectPaths:
         return ProjectPaths.of(self.data_dir, project.publish_date, project.template or "invalid-template", project.id)
@@ -168,12 +172,22 @@ class ProjectStore(Repo):
                 s.add(run)
 
     def write_meta(self, project_id: str) -> Path:
-        with self.session() as s:
-            project = s.get(Project, project_id)
-            segs = list(s.exec(select(Segment).where(Segment.project_id == project_id).order_by(Segment.index)))
-            steps = list(s.exec(select(StepRun).where(StepRun.project_id == project_id).order_by(StepRun.id)))
-        path = self.paths(project).meta
-        meta.write(path, meta.ProjectMeta.of(project, segs, steps))
+        for _ in range(3):
+            with self.session() as s:
+                project = s.get(Project, project_id)
+                segs = list(s.exec(select(Segment).where(Segment.project_id == project_id).order_by(Segment.index)))
+                steps = list(s.exec(select(StepRun).where(StepRun.project_id == project_id).order_by(StepRun.id)))
+            path = self.paths(project).meta
+            meta.write(path, meta.ProjectMeta.of(project, segs, steps))
+            if self.mirror is None:
+                return path
+            self.mirror(path)
+            # Another host may have mirrored an older copy over ours meanwhile; whoever saved
+            # last finds its version still current and stops, so the newest copy stays.
+            with self.session() as s:
+                now = s.get(Project, project_id)
+            if now is None or now.version == project.version:
+                return path
         return path
 
     def delete_segments_from(self, project_id: str, first_index: int) -> None:

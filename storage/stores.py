@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,5 +22,7 @@ class Stores:
     sync: SyncState
 
     @classmethod
-    def open(cls, engine: Engine, data_dir: Path, dispatch: Dispatch | None = None) -> Stores:
-        return cls(ProjectStore(engine, data_dir, dispatch), OutboxStore(engine), NotificationStore(engine), SyncState(engine))
+    def open(cls, engine: Engine, data_dir: Path, dispatch: Dispatch | None = None,
+             mirror: Callable[[Path], None] | None = None) -> Stores:
+        return cls(ProjectStore(engine, data_dir, dispatch, mirror), OutboxStore(engine), NotificationStore(engine),
+                   SyncState(engine))

@@ -67,16 +67,22 @@ def template_library(settings: Settings) -> TemplateLibrary:
     return TemplateLibrary(*[r for r in (settings.templates_dir, bundled_templates_dir()) if r])
 
 
+def shares_files(settings: Settings) -> bool:
+    """PostgreSQL means several hosts may work on one project: each host's project folders are
+    a cache, and the object store holds what the others need (meta.json, inputs, frames)."""
+    return normalize_url(settings.db_url).startswith("postgresql")
+
+
 def make_stores(settings: Settings, dispatch: Dispatch | None = None) -> Stores:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return Stores.open(make_engine(settings.db_url), settings.data_dir, dispatch)
+    mirror = make_publisher(settings).push if shares_files(settings) else None
+    return Stores.open(make_engine(settings.db_url), settings.data_dir, dispatch, mirror)
 
 
 def make_locks(settings: Settings) -> ProjectLocks:
     """File locks on one host; advisory locks when the database is PostgreSQL (several hosts)."""
-    url = normalize_url(settings.db_url)
-    if url.startswith("postgresql"):
-        return AdvisoryLocks(url)
+    if shares_files(settings):
+        return AdvisoryLocks(normalize_url(settings.db_url))
     return FileLocks(settings.data_dir / "locks")
 
 
@@ -179,7 +185,8 @@ class App:
         self.locks = make_locks(settings)
         self.publisher = make_publisher(settings)
         self.runner = make_runner(settings, self.stores, self.life, self.locks, self.templates, self.publisher,
-                                  make_fetch_image(settings, table.download_media), clock, self.stopping)
+                                  make_fetch_image(settings, table.download_media), clock, self.stopping,
+                                  shared=shares_files(settings))
         self.poller = Poller(table, self.stores, self.life, self.locks, settings.columns, self.templates, settings.tz,
                              clock, settings.default_template, timedelta(minutes=settings.full_scan_minutes))
         self.writer = make_writer(settings, self.stores, table, self.life, clock)

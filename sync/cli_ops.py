@@ -133,7 +133,10 @@ def cmd_verify(args) -> int:
     with sheet_settings(settings) as live:
         if live is None and not args.no_sheet:
             raise CliError("no sheet configured, so the sheet cannot be compared", "use --no-sheet, or set the FEISHU_* settings")
-        result = consistency.verify(stores.projects, None if args.no_sheet else live, args.project)
+        from sync.app import make_publisher, shares_files
+
+        pull = make_publisher(settings) if shares_files(settings) else None
+        result = consistency.verify(stores.projects, None if args.no_sheet else live, args.project, pull)
         lines = [m.line() for m in result.mismatches]
         fixes = []
         if args.fix and result.mismatches:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from connectors.feishu.protocol import Record
+from pipeline.publish import Publisher
 from storage.projects import ProjectStore
 from storage.stores import Stores
 from sync import repair
 from sync.checks import Mismatch, check_project, check_sheet, meta_without_db
 from sync.settings import Settings
+from sync.staging import pull_for_check
 
 
 @dataclass
@@ -25,7 +27,9 @@ def _records(settings: Settings) -> dict[str, Record]:
     return {r.record_id: r for r in make_table(settings).search()}
 
 
-def verify(store: ProjectStore, settings: Settings | None, project_id: str | None = None) -> Result:
+def verify(store: ProjectStore, settings: Settings | None, project_id: str | None = None,
+           pull: Publisher | None = None) -> Result:
+    """With `pull` (several hosts), this host's folders are a cache: the store's copies are checked."""
     from sync.app import utc_clock
 
     records = _records(settings) if settings else {}
@@ -35,6 +39,8 @@ def verify(store: ProjectStore, settings: Settings | None, project_id: str | Non
         if project_id and p.id != project_id:
             continue
         result.checked.append(p.id)
+        if pull is not None:
+            pull_for_check(pull, store.paths(p), p, store.segments(p.id))
         result.mismatches += check_project(store, p, records.get(p.record_id), cols, utc_clock(), with_sheet=settings is not None)
     if not project_id:
         result.mismatches += list(meta_without_db(store))

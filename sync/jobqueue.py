@@ -88,9 +88,10 @@ class JobQueue:
         # The job already waiting for this project (at most one) is moved to where and when the
         # project now needs it: a 重试 brings a scheduled retry forward, new inputs re-route it.
         moved = session.execute(
-            text("UPDATE procrastinate_jobs SET queue_name = :queue, scheduled_at = :at "
+            text("UPDATE procrastinate_jobs SET queue_name = :queue, scheduled_at = :at, "
+                 "args = jsonb_set(args, '{due}', to_jsonb(CAST(:due AS text))) "
                  "WHERE queueing_lock = :pid AND status = 'todo' RETURNING id"),
-            {"queue": queue, "at": at, "pid": project.id},
+            {"queue": queue, "at": at, "pid": project.id, "due": (at or self.clock()).isoformat()},
         ).first()
         if moved is not None:
             return
@@ -100,7 +101,8 @@ class JobQueue:
             # aborting the change it rides with.
             with session.begin_nested():
                 self._deferrer.configure_task(TASK, lock=project.id, queueing_lock=project.id, queue=queue,
-                                        schedule_at=at, connection=raw).defer(project_id=project.id)
+                                              schedule_at=at, connection=raw).defer(
+                    project_id=project.id, due=(at or self.clock()).isoformat())
         except AlreadyEnqueued:
             return
         log.info("job queued project=%s record=%s queue=%s at=%s", project.id, project.record_id, queue,

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import signal
 import threading
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -122,9 +123,14 @@ class Worker:
                                   template_library(settings), make_publisher(settings),
                                   make_fetch_image(settings, None), clock, self.stopping, shared=True)
         self.queue.app.task(name=TASK, pass_context=True)(self._run_stage)
+        # (queue, seconds from due to started) of each job taken: the queue wait bench/scale.py prints.
+        self.waits: deque[tuple[str, float]] = deque(maxlen=10_000)
 
-    def _run_stage(self, context, project_id: str) -> None:
+    def _run_stage(self, context, project_id: str, due: str | None = None) -> None:
         queue, ran = context.job.queue, []
+        waited = (self.clock() - datetime.fromisoformat(due)).total_seconds() if due else 0.0
+        self.waits.append((queue, waited))
+        log.info("job started project=%s queue=%s waited=%.2fs", project_id, queue, waited)
 
         def accepts(p, step: str) -> bool:
             # One stage per job: the commit that ends it queued the job of the next stage, which
@@ -142,28 +148,35 @@ class Worker:
                     self.queue.defer(s, p, queue, self.clock() + timedelta(seconds=REQUEUE_SECONDS))
                     s.commit()
 
-    def run(self) -> None:
-        """Until SIGTERM or SIGINT: then running steps stop at their next safe point (checkpointed,
-        resumed by whichever worker takes the project next) and the process exits."""
-        asyncio.run(self._run())
+    def run(self, signals: bool = True) -> None:
+        """Until stop() (or SIGTERM / SIGINT, with `signals`): then running steps stop at their
+        next safe point (checkpointed, resumed by whichever worker takes the project next)."""
+        asyncio.run(self._run(signals))
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+    def stop(self) -> None:
+        """From any thread."""
+        log.info("worker stopping queues=%s", ",".join(self.queues))
+        self.stopping.set()
+        if self._loop is not None and self._task is not None:
+            self._loop.call_soon_threadsafe(self._task.cancel)
+
+    _loop: asyncio.AbstractEventLoop | None = None
+    _task: asyncio.Task | None = None
+
+    async def _run(self, signals: bool) -> None:
+        self._loop = asyncio.get_running_loop()
         async with self.queue.app.open_async():
-            task = asyncio.create_task(self.queue.app.run_worker_async(
+            self._task = asyncio.create_task(self.queue.app.run_worker_async(
                 queues=self.queues, concurrency=self.settings.workers, name=f"sheetreel-{'+'.join(self.queues)}",
                 install_signal_handlers=False, update_heartbeat_interval=self.settings.stalled_seconds / 3,
                 stalled_worker_timeout=self.settings.stalled_seconds, delete_jobs="successful"))
-
-            def stop() -> None:
-                log.info("worker stopping queues=%s", ",".join(self.queues))
-                self.stopping.set()
-                task.cancel()
-
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, stop)
+            if signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    self._loop.add_signal_handler(sig, self.stop)
+            if self.stopping.is_set():  # stop() came before the task existed
+                self._task.cancel()
             log.info("worker started queues=%s concurrency=%d", ",".join(self.queues), self.settings.workers)
             try:
-                await task
+                await self._task
             except asyncio.CancelledError:
                 pass

@@ -7,8 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.inputs import prepare_opening_image
+from pipeline.publish import Publisher
 from storage.errors import BadInput
-from storage.models import Project
+from storage.models import Project, ProjectState, Segment, SegmentState
 from storage.paths import ProjectPaths
 from sync.rows import ImageRef
 
@@ -39,3 +40,16 @@ def fresh_cache(p: Project, paths: ProjectPaths) -> None:
         shutil.rmtree(paths.root)
     paths.root.mkdir(parents=True, exist_ok=True)
     mark.write_text(p.input_hash)
+
+
+def pull_for_check(publisher: Publisher, paths: ProjectPaths, p: Project, segments: list[Segment]) -> None:
+    """Bring what verify-consistency checks from the object store: the stored meta.json (always
+    fetched anew: another host may have written a newer one), and each file the DB says exists."""
+    paths.meta.unlink(missing_ok=True)
+    files = [paths.meta, paths.storyboard]
+    for seg in segments:
+        if seg.state == SegmentState.done:
+            files += [paths.segment(seg.index), paths.last_frame(seg.index)]
+    if p.state == ProjectState.completed:
+        files += [paths.final_video, paths.cover]
+    publisher.pull(*files)

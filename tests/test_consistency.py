@@ -14,8 +14,6 @@ from sync.cli import main
 
 from conftest import Sheet
 
-pytestmark = pytest.mark.databases  # every test here on SQLite and on PostgreSQL
-
 
 @pytest.fixture
 def six(sheet: Sheet, monkeypatch):
@@ -33,6 +31,7 @@ def run(capsys, *args) -> tuple[int, list[str]]:
     return code, capsys.readouterr().out.splitlines()
 
 
+@pytest.mark.databases  # also on PostgreSQL
 def test_verify_reports_each_disagreement_fix_repairs_and_a_second_verify_is_clean(six, capsys):
     sheet, app, (a, b, c, d, e, f) = six
     store, cols = app.store, sheet.cols
@@ -89,6 +88,7 @@ def test_compare_lists_rows_the_db_never_saw(six, capsys):
     assert code == 1 and f"row never seen by the DB: {stranger}" in lines
 
 
+@pytest.mark.databases  # also on PostgreSQL
 def test_migrate_rebuilds_the_db_reports_conflicts_and_is_idempotent(six, capsys):
     sheet, app, projects = six
     store = app.store

@@ -17,8 +17,6 @@ from sync.rows import text_of
 
 from conftest import Sheet, wait_for
 
-pytestmark = pytest.mark.databases  # every test here on SQLite and on PostgreSQL
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -54,6 +52,7 @@ def busy_sheet(sheet: Sheet) -> Sheet:
     return sheet
 
 
+@pytest.mark.databases  # also on PostgreSQL: advisory locks die with the killed process
 def test_kill_9_mid_segment_mid_compose_and_mid_flush_then_everything_completes(busy_sheet):
     sheet = busy_sheet
     stores = make_stores(sheet.settings)

@@ -140,6 +140,15 @@ class TestObjectStoreContract:
         url = store.put(write(tmp_path / "v2.bin", b"second, longer version"), "p1/final.mp4")
         assert fetch(url) == b"second, longer version"
 
+    def test_fetch_brings_back_the_bytes_and_says_when_there_is_nothing(self, store: ObjectStore, tmp_path: Path):
+        data = payload(3000, seed=2)
+        store.put(write(tmp_path / "frame.jpg", data), "p1/frames/seg_00_last.jpg")
+        dest = tmp_path / "other-host" / "frames" / "seg_00_last.jpg"
+        assert store.fetch("p1/frames/seg_00_last.jpg", dest) and dest.read_bytes() == data
+        missing = tmp_path / "other-host" / "none.jpg"
+        assert store.fetch("p1/frames/none.jpg", missing) is False and not missing.exists()
+        assert [p.name for p in dest.parent.iterdir()] == ["seg_00_last.jpg"]  # no partial download left
+
     @pytest.mark.parametrize("key", ["../x", "a//b", "/abs", "", "a/../b", "a/", "a/b\\c", "x/..", "a b"])
     def test_bad_keys_are_refused(self, store: ObjectStore, tmp_path: Path, key: str):
         src = write(tmp_path / "f.bin", b"x")

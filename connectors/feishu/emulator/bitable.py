@@ -151,6 +151,7 @@ def update_record(state: State, req: Request) -> dict[str, Any]:
         table = _table(state, req)
         record = rec.find(table, req.params["record_id"])
         cells = rec.prepare_cells(state, req.params["app_token"], table, body.get("fields", {}))
+        state.writes.append((record.record_id, body.get("fields", {})))
         if rec.apply(state, table, record, cells):
             state.on_change()
         [item] = _render(state, req, table, [record])
@@ -173,6 +174,7 @@ def batch_update(state: State, req: Request) -> dict[str, Any]:
         table = _table(state, req)
         targets = [rec.find(table, i.get("record_id") if isinstance(i, dict) else None) for i in items]
         prepared = [rec.prepare_cells(state, req.params["app_token"], table, _fields_of(i)) for i in items]
+        state.writes.extend((r.record_id, _fields_of(i)) for r, i in zip(targets, items, strict=True))
         changed = [rec.apply(state, table, r, cells) for r, cells in zip(targets, prepared, strict=True)]
         if any(changed):
             state.on_change()

@@ -174,6 +174,12 @@ class Emulator:
         with self._state.lock:
             return copy.deepcopy(self._state.messages)
 
+    @property
+    def writes(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every record update received, in order: (record id, the fields as sent)."""
+        with self._state.lock:
+            return copy.deepcopy(self._state.writes)
+
     def add_webhook(self, hook_id: str, secret: str | None = None) -> None:
         with self._state.lock:
             self._state.hooks[hook_id] = secret

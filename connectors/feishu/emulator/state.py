@@ -71,6 +71,9 @@ class State:
         self.media: dict[str, m.Media] = {}
         self.uploads: dict[str, m.UploadSession] = {}
         self.messages: list[dict[str, Any]] = []
+        # Every record update as the client sent it (record id, fields), for checks that a row was
+        # written once per change; kept in memory only, not in the saved state.
+        self.writes: list[tuple[str, dict[str, Any]]] = []
         self.hooks: dict[str, str | None] = {}
         self.on_change: Callable[[], None] = lambda: None
         # Tokens derive from the credentials, so a restarted emulator accepts the

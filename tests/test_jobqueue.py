@@ -1,0 +1,95 @@
+"""The scale-out job queue: where each stage is routed, and the one waiting job that follows its
+project's changes inside their transactions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from pipeline.templates import TemplateLibrary
+from storage.db import make_engine
+from storage.models import Mode, Project, ProjectState
+from storage.projects import Effects
+from storage.stores import Stores
+from sync.jobqueue import JobQueue, Router
+
+from conftest import TEST_TEMPLATES
+
+NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+
+
+def templates(tmp_path: Path) -> TemplateLibrary:
+    routed = tmp_path / "templates" / "routed"
+    routed.mkdir(parents=True)
+    (routed / "template.toml").write_text((TEST_TEMPLATES / "tiny" / "template.toml").read_text()
+                      .replace('segment_backend = "kenburns"', 'segment_backend = "diffusers"\nqueue = "gpu:ltx"'))
+    return TemplateLibrary(tmp_path / "templates", TEST_TEMPLATES)
+
+
+def test_stages_go_to_the_queue_of_what_they_need(tmp_path):
+    lib = templates(tmp_path)
+    p = Project(id="p", table_id="t", record_id="r", template="tiny")
+    assert Router(lib, "kenburns").queue(p, "storyboard") == "cpu"
+    assert Router(lib, "kenburns").queue(p, "segments") == "cpu"
+    assert Router(lib, "kenburns").queue(p, "compose") == "cpu"
+    cloud = Project(id="c", table_id="t", record_id="r", template="cloud")
+    assert Router(lib, "seedance").queue(cloud, "segments") == "api:seedance"
+    assert Router(lib, "diffusers").queue(cloud, "segments") == "gpu:diffusers"
+    assert Router(lib, "diffusers", {"diffusers": "gpu:wan"}).queue(cloud, "segments") == "gpu:wan"
+    routed = Project(id="x", table_id="t", record_id="r", template="routed")
+    assert Router(lib, "kenburns", {"diffusers": "gpu:wan"}).queue(routed, "segments") == "gpu:ltx"
+    # A template that no longer exists fails on whichever host takes it, with its row error.
+    assert Router(lib, "diffusers").queue(Project(id="g", table_id="t", record_id="r", template="gone"), "segments") == "cpu"
+
+
+def jobs(stores: Stores) -> list[tuple]:
+    with stores.projects.session() as s:
+        return [tuple(r) for r in s.execute(text(
+            "SELECT queue_name, scheduled_at, status FROM procrastinate_jobs WHERE lock = 'p1' ORDER BY id"))]
+
+
+def change(**fields):
+    def apply(q: Project, _segments) -> Effects:
+        for name, value in fields.items():
+            setattr(q, name, value)
+        return Effects()
+
+    return apply
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_one_waiting_job_per_project_follows_where_and_when_it_is_due(database_url, tmp_path):
+    queue = JobQueue(database_url, Router(templates(tmp_path), "kenburns"), clock=lambda: NOW)
+    stores = Stores.open(make_engine(database_url), tmp_path, queue.dispatch)
+    later = NOW + timedelta(hours=1)
+    # A new project waiting out a retry: its job waits as long, on the storyboard's queue.
+    assert stores.projects.create(Project(id="p1", table_id="t", record_id="r1", template="routed", retry_at=later))
+    assert jobs(stores) == [("cpu", later, "todo")]
+    # 重试 now: the same job, brought forward (no second one).
+    stores.projects.update("p1", change(retry_at=None))
+    assert jobs(stores) == [("cpu", None, "todo")]
+    # The storyboard is done meanwhile: the waiting job moves to the shots' queue.
+    stores.projects.update("p1", change(state=ProjectState.storyboard_ready))
+    assert jobs(stores) == [("gpu:ltx", None, "todo")]
+    # Step mode resting there, or a running or finished project: nothing new is queued.
+    stores.projects.update("p1", change(mode=Mode.step))
+    stores.projects.update("p1", change(state=ProjectState.generating))
+    stores.projects.update("p1", change(state=ProjectState.completed))
+    assert jobs(stores) == [("gpu:ltx", None, "todo")]
+
+    # The job rides in the change's transaction: a change that fails after deferring leaves no job.
+    def then_fail(session, project):
+        queue.dispatch(session, project)
+        raise RuntimeError("the commit never happens")
+
+    failing = Stores.open(stores.projects.engine, tmp_path, then_fail)
+    stores.projects.update("p1", change(state=ProjectState.completed))
+    with stores.projects.session() as s:
+        s.execute(text("DELETE FROM procrastinate_jobs"))
+        s.commit()
+    with pytest.raises(RuntimeError):
+        failing.projects.update("p1", change(state=ProjectState.pending, mode=Mode.auto))
+    assert jobs(stores) == [] and stores.projects.get("p1").state == ProjectState.completed
