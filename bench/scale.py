@@ -20,6 +20,8 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
+import logging  # noqa: E402
+
 import psycopg  # noqa: E402
 
 from bench.common import APP_ID, ASSETS, SECRET, bench_table  # noqa: E402
@@ -47,7 +49,7 @@ def database(admin: str) -> tuple[str, callable]:
     return admin.rsplit("/", 1)[0] + f"/{name}", drop
 
 
-def run(gpu_workers: int, projects: int, seconds: float, clip: Path, admin: str) -> tuple[float, list[float], float]:
+def run(gpu_workers: int, projects: int, seconds: float, clip: Path, admin: str, per_host: int) -> tuple[float, list[float], float]:
     url, drop = database(admin)
     try:
         with tempfile.TemporaryDirectory() as tmp, Emulator(app_id=APP_ID, app_secret=SECRET) as emu:
@@ -64,7 +66,9 @@ def run(gpu_workers: int, projects: int, seconds: float, clip: Path, admin: str)
             cpu = Worker(settings.model_copy(update={"data_dir": root / "cpu", "workers": 4}), ["cpu"])
             gpus = []
             for i in range(gpu_workers):
-                w = Worker(settings.model_copy(update={"data_dir": root / f"gpu{i}", "workers": 1}), ["gpu:sim"])
+                # One GPU slot per host, a few jobs at once: one shot's frame work overlaps the next's inference.
+                w = Worker(settings.model_copy(update={"data_dir": root / f"gpu{i}", "workers": per_host, "gpu_slots": 1}),
+                           ["gpu:sim"])
                 w.runner.d.generators["simgpu"] = SimulatedGpu(seconds, clip)
                 gpus.append(w)
             stop = threading.Event()
@@ -96,7 +100,9 @@ def main() -> None:
     ap.add_argument("--projects", type=int, default=12)
     ap.add_argument("--gpu-seconds", type=float, default=1.0)
     ap.add_argument("--workers", default="1,2,4", help="GPU worker counts to compare (default 1,2,4)")
+    ap.add_argument("--per-host", type=int, default=3, help="jobs each GPU worker runs at once on its one GPU slot (default 3)")
     args = ap.parse_args()
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)  # "skipped: maximum number of running instances"
     admin = os.environ.get("SHEETREEL_BENCH_POSTGRES") or os.environ.get("SHEETREEL_TEST_POSTGRES")
     if not admin:
         raise SystemExit("set SHEETREEL_BENCH_POSTGRES=postgresql://user:password@127.0.0.1:5432/postgres")
@@ -105,12 +111,12 @@ def main() -> None:
         clip = Path(tmp) / "clip.mp4"
         KenBurnsGenerator().generate(SegmentRequest(image=ASSETS / "sample_2.jpg", shot=Shot(index=0, prompt="x", duration=1.0),
                                                     width=180, height=320, fps=12, out=clip))
-        results = {n: run(n, args.projects, args.gpu_seconds, clip, admin) for n in counts}
+        results = {n: run(n, args.projects, args.gpu_seconds, clip, admin, args.per_host) for n in counts}
     base = results[counts[0]][0]
     for n, (wall, waits, busy) in results.items():
         per_shot = statistics.mean(waits) / SHOTS if waits else 0.0
         print(f"{n} GPU worker(s): {args.projects} projects x {SHOTS} shots in {wall:.1f}s, "
-              f"{args.projects / wall * 60:.1f} projects/min, GPU busy {busy / (n * wall):.0%}, "
+              f"{args.projects / wall * 60:.1f} projects/min, GPU busy {busy / (n * wall):.0%} of each slot, "
               f"throughput {base / wall:.2f}x of {counts[0]}, queue wait {per_shot:.2f}s per shot "
               f"(median job wait {statistics.median(waits) if waits else 0:.2f}s)")
 

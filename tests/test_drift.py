@@ -111,3 +111,20 @@ def test_a_frame_that_is_not_a_view_of_the_reference_is_never_tinted(original, t
     a = np.asarray(Image.open(other).convert("RGB"), dtype=int)
     b = np.asarray(Image.open(out).convert("RGB"), dtype=int)
     assert np.abs(a - b).max() <= 2
+
+
+def test_registration_scores_every_position_as_the_direct_formula_does():
+    from pipeline.drift import _best_position
+
+    rng = np.random.default_rng(5)
+    image = rng.random((40, 30)) * 100
+    template = image[7:7 + 25, 4:4 + 18] * 0.9 + rng.random((25, 18)) * 3  # a darker, noisy view
+    # Normalized cross-correlation written out window by window.
+    t = template - template.mean()
+    best = max(
+        (float((w := image[y:y + 25, x:x + 18]) .ravel() @ t.ravel() / (np.sqrt(((w - w.mean()) ** 2).sum()) * np.sqrt((t ** 2).sum()))), y, x)
+        for y in range(40 - 25 + 1) for x in range(30 - 18 + 1)
+    )
+    score, y, x = _best_position(image, template)
+    assert (y, x) == (best[1], best[2]) == (7, 4)
+    assert score == pytest.approx(best[0], abs=1e-9)
