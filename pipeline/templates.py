@@ -6,7 +6,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from connectors.ffmpeg import EvenSize
 from connectors.video.protocol import Tuning
@@ -15,7 +15,13 @@ from storage.paths import safe_component
 from storage.storyboard import Camera
 
 
-class LogoConfig(BaseModel):
+class Strict(BaseModel):
+    """A key the model does not know is an error: `shot_cont` or `[subtitle]` must not load and be ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class LogoConfig(Strict):
     file: str
     position: Literal["top-left", "top-right", "bottom-left", "bottom-right"] = "bottom-right"
     scale: float = Field(default=0.12, gt=0, le=1)
@@ -23,7 +29,7 @@ class LogoConfig(BaseModel):
     margin: int = Field(default=24, ge=0)
 
 
-class SubtitleConfig(BaseModel):
+class SubtitleConfig(Strict):
     mode: Literal["burn", "soft", "off"] = "off"
     font: str = "Noto Sans CJK SC"
     size: float = Field(default=0.045, gt=0, le=0.5)
@@ -32,14 +38,14 @@ class SubtitleConfig(BaseModel):
     colour: str = Field(default="#FFFFFF", pattern=r"^#[0-9A-Fa-f]{6}$")
 
 
-class NarrationConfig(BaseModel):
+class NarrationConfig(Strict):
     enabled: bool = False
     voice: str = "alloy"
     speed: float = Field(default=1.0, ge=0.5, le=2.0)
     gap: float = Field(default=0.25, ge=0, le=2)
 
 
-class TemplateConfig(BaseModel):
+class TemplateConfig(Strict):
     id: str
     name: str
     shot_count: int = Field(default=7, ge=1, le=20)
@@ -144,8 +150,11 @@ class TemplateLibrary:
         try:
             raw = tomllib.loads((folder / "template.toml").read_text(encoding="utf-8"))
             return TemplateConfig(id=folder.name, folder=folder, **raw)
-        except (tomllib.TOMLDecodeError, ValidationError) as e:
+        except tomllib.TOMLDecodeError as e:
             raise Permanent(f"模板“{folder.name}”的配置文件有误：{e}".splitlines()[0]) from e
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()[:5])
+            raise Permanent(f"模板“{folder.name}”的配置文件有误：{problems}") from e
 
 
 def bundled_templates_dir() -> Path:

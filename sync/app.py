@@ -12,8 +12,6 @@ from pathlib import Path
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from connectors.feishu.lark_client import LarkBitable, make_lark_client
-from connectors.feishu.messenger import LarkMessenger, WebhookMessenger
 from connectors.feishu.protocol import BitableClient, Messenger
 from connectors.fetch import ImageFetcher
 from pipeline.publish import Publisher
@@ -42,7 +40,10 @@ def utc_clock() -> datetime:
     return datetime.now(UTC)
 
 
-def make_table(settings: Settings) -> LarkBitable:
+def make_table(settings: Settings) -> BitableClient:
+    # lark-oapi takes seconds to import: only the commands that reach Feishu pay for it.
+    from connectors.feishu.lark_client import LarkBitable, make_lark_client
+
     client = make_lark_client(
         settings.feishu_app_id,
         settings.feishu_app_secret.get_secret_value(),
@@ -55,6 +56,9 @@ def make_table(settings: Settings) -> LarkBitable:
 
 def make_messenger(settings: Settings, table: BitableClient) -> Messenger | None:
     """The IM bot when a chat id is set (reusing the table's SDK client), else a webhook, else none."""
+    from connectors.feishu.lark_client import LarkBitable
+    from connectors.feishu.messenger import LarkMessenger, WebhookMessenger
+
     if settings.feishu_chat_id and isinstance(table, LarkBitable):
         return LarkMessenger(table.client, settings.feishu_chat_id)
     if settings.feishu_webhook_url:

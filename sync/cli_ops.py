@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import shutil
 from dataclasses import asdict
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 from storage.errors import SheetReelError
@@ -46,12 +46,12 @@ def register(sub: argparse._SubParsersAction) -> dict:
 
     p = add("reset-stuck", "put running work with no live worker back to its last good stage",
             "Running work whose lock nobody holds, or that has shown no progress for --minutes, goes back to its last good stage.")
-    p.add_argument("--minutes", type=float, default=30, help="no progress for this long counts as stuck (default 30)")
+    p.add_argument("--minutes", type=_positive, default=30, help="no progress for this long counts as stuck (default 30)")
     p.add_argument("--dry-run", action="store_true", help="show what would be reset")
 
     p = add("cleanup", "delete intermediates of projects completed more than N days ago",
             "Delete segments, frames and inputs of projects completed more than --days ago; keeps final video, cover, meta.json.")
-    p.add_argument("--days", type=float, required=True, help="age in days")
+    p.add_argument("--days", type=_positive, required=True, help="age in days")
     p.add_argument("--dry-run", action="store_true", help="list what would be deleted and the space it frees")
 
     p = add("health", "exit 0 when DB, disk, ffmpeg, the sheet and the outbox are fine",
@@ -63,9 +63,36 @@ def register(sub: argparse._SubParsersAction) -> dict:
             "cleanup": cmd_cleanup, "health": cmd_health}
 
 
+def _state(value: str) -> str:
+    from storage.models import ProjectState
+
+    names = {s.value for s in ProjectState} | {s.label for s in ProjectState}
+    if value not in names:
+        raise argparse.ArgumentTypeError(f"unknown state {value!r}: one of {', '.join(s.value for s in ProjectState)} "
+                                         f"(or its label, e.g. 失败)")
+    return value
+
+
+def _date(value: str) -> str:
+    try:
+        return date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date: {value!r} (YYYY-MM-DD, e.g. 2026-12-03)") from None
+
+
+def _positive(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"not a positive number: {value!r}")
+    return number
+
+
 def add_filters(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--state", default=None, help="e.g. failed or 失败")
-    p.add_argument("--date", default=None, help="publish date, YYYY-MM-DD")
+    p.add_argument("--state", default=None, type=_state, help="e.g. failed or 失败")
+    p.add_argument("--date", default=None, type=_date, help="publish date, YYYY-MM-DD")
     p.add_argument("--template", default=None, help="template id")
     p.add_argument("--record", default=None, help="Bitable record id")
 
@@ -166,6 +193,9 @@ def cmd_migrate(args) -> int:
     from sync.app import make_locks, make_stores
 
     settings = load_settings(args.data_dir)
+    if not (settings.data_dir / "projects").is_dir():
+        raise CliError(f"no project folders in {settings.data_dir} (nothing to rebuild the database from)",
+                       "pass --data-dir pointing at the data dir that holds projects/<date>/<template>/<project>/meta.json")
     report = migrate(make_stores(settings).projects, make_locks(settings), args.subtree)
     lines = [f"restored {len(report.restored)}, updated {len(report.updated)}, unchanged {len(report.unchanged)}, "
              f"conflicts {len(report.conflicts)}"] + [f"conflict: {c}" for c in report.conflicts]
@@ -209,6 +239,7 @@ def cmd_health(args) -> int:
     checks: dict[str, tuple[bool, str]] = {}
     shots = 1
     try:
+        require_db(settings)  # a health check must not create the database it checks
         stores = make_stores(settings)
         shots = max((p.shot_count or 1 for p in stores.projects.projects()), default=1)
         stores.sync.set_watermark("__health__", 0)

@@ -141,7 +141,6 @@ class ProjectRunner:
                         p.id, p.record_id, step, p.state.value, err)
             return None
         log.info("step done project=%s record=%s step=%s state=%s", p.id, p.record_id, step, p.state.value)
-        self._share(self.d.store.paths(p).meta)
         return p
 
     # -- stages: each ends with its success, committed with what it made ----------------------

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 
+import pytest
+
 from sync.cli import main
 from sync.settings import Settings
 
@@ -61,3 +63,51 @@ def test_version_names_the_installed_package(capsys):
         main(["--version"])
     assert done.value.code == 0
     assert capsys.readouterr().out.strip() == f"sheetreel {version('sheetreel')}"
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["inspect-db", "--state", "bogus"], "argument --state: unknown state 'bogus'"),
+    (["status", "--date", "2026-13-01"], "argument --date: not a date: '2026-13-01'"),
+    (["reset-stuck", "--minutes", "-5"], "argument --minutes: not a positive number: '-5'"),
+    (["cleanup", "--days", "0"], "argument --days: not a positive number: '0'"),
+])
+def test_a_bad_argument_is_a_usage_error_with_exit_2(argv, said, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--data-dir", str(tmp_path)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err
+    assert not (tmp_path / "sheetreel.db").exists()
+
+
+def test_a_template_with_a_misspelt_key_is_refused_naming_the_key(tmp_path):
+    from pipeline.templates import TemplateLibrary
+    from storage.errors import Permanent
+
+    for name, extra in (("typo", "shot_cont = 3\n"), ("table", "[subtitle]\nmode = \"burn\"\n")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "template.toml").write_text(f'name = "x"\n{extra}', encoding="utf-8")
+    with pytest.raises(Permanent, match="shot_cont: Extra inputs are not permitted"):
+        TemplateLibrary(tmp_path).get("typo")
+    with pytest.raises(Permanent, match="subtitle: Extra inputs are not permitted"):
+        TemplateLibrary(tmp_path).get("table")
+
+
+def test_health_and_migrate_on_an_empty_dir_create_no_database(tmp_path, capsys):
+    assert main(["health", "--data-dir", str(tmp_path)]) == 1
+    assert main(["migrate-local-to-db", "--data-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "no project folders in" in err and "Traceback" not in err
+    assert not (tmp_path / "sheetreel.db").exists()
+
+
+def test_status_does_not_import_the_feishu_sdk(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys; from sync.cli import main; main(['status', '--data-dir', sys.argv[1]]); "
+            "print('lark_oapi' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.stdout.strip().splitlines()[-1] == "False", done.stdout + done.stderr

@@ -48,3 +48,14 @@ def test_the_roles_need_postgres_and_say_so_in_one_line(tmp_path, monkeypatch, c
     with pytest.raises(SystemExit) as e:
         main(["worker", "--queues", "gpu wan!"])
     assert e.value.code == 2
+
+
+def test_env_example_lists_every_setting_as_the_settings_class_has_it():
+    from scripts.env_example import render
+    from sync.settings import Settings
+
+    shipped = (ROOT / ".env.example").read_text(encoding="utf-8")
+    assert shipped == render(), "run: python scripts/env_example.py > .env.example"
+    listed = {line[2:].split("=", 1)[0] for line in shipped.splitlines() if line.startswith("# ") and "=" in line
+              and line[2:].split("=", 1)[0].isupper()}
+    assert listed == {f.alias for f in Settings.model_fields.values()}

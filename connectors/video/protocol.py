@@ -16,7 +16,7 @@ from storage.storyboard import Shot
 class Tuning(BaseModel):
     """A template's generation settings; each one set replaces the backend's own for its shots."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     steps: int | None = Field(default=None, ge=1, le=200)
     num_frames: int | None = Field(default=None, ge=1, le=1000)
