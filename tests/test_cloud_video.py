@@ -71,6 +71,11 @@ def test_rows_become_videos_through_a_provider_and_show_their_cost(backend, emul
     assert meta["project"]["cost"] == pytest.approx(3 * 5 * price)
 
 
+def run_log(sheet: Sheet) -> Path:
+    """Where the service's stderr goes: a file, as a pipe nobody reads would fill and stall it."""
+    return sheet.settings.data_dir.parent / "run.log"
+
+
 def start(sheet: Sheet, extra: dict[str, str]) -> subprocess.Popen:
     env = {
         **os.environ,
@@ -80,7 +85,7 @@ def start(sheet: Sheet, extra: dict[str, str]) -> subprocess.Popen:
         "SHEETREEL_VIDEO_PRICES": json.dumps(PRICES), **extra,
     }
     return subprocess.Popen([sys.executable, "-m", "sync.cli", "run"], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=run_log(sheet).open("ab"))
 
 
 def test_a_worker_killed_while_its_tasks_run_resumes_them_and_pays_once(emulator, tmp_path, fake):

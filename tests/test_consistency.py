@@ -37,11 +37,18 @@ def test_verify_reports_each_disagreement_fix_repairs_and_a_second_verify_is_cle
     store, cols = app.store, sheet.cols
     assert run(capsys, "verify-consistency")[0] == 0
 
-    store.paths(a).segment(1).unlink()                                    # a deleted segment file
-    meta_path = store.paths(b).meta                                       # meta.json edited by hand
-    edited = json.loads(meta_path.read_text())
-    edited["project"]["state"] = "failed"
-    meta_path.write_text(json.dumps(edited))
+
+    def copies(path):
+        """The file, and on PostgreSQL (several hosts) its copy in the object store, which verify reads."""
+        stored = sheet.settings.public_dir / path.relative_to(sheet.settings.data_dir / "projects")
+        return [path, stored] if store.mirror is not None else [path]
+
+    for path in copies(store.paths(a).segment(1)):                        # a deleted segment file
+        path.unlink()
+    for meta_path in copies(store.paths(b).meta):                         # meta.json edited by hand
+        edited = json.loads(meta_path.read_text())
+        edited["project"]["state"] = "failed"
+        meta_path.write_text(json.dumps(edited))
     sheet.emu.set_cells(sheet.app_token, sheet.table_id, c.record_id, {cols.status: "失败"})  # a user edits a system cell
     with store.session() as s:                                            # a DB row deleted
         for table in (Segment, StepRun):

@@ -20,6 +20,11 @@ from conftest import Sheet, wait_for
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def run_log(sheet: Sheet) -> Path:
+    """Where the service's stderr goes: a file, as a pipe nobody reads would fill and stall it."""
+    return sheet.settings.data_dir.parent / "run.log"
+
+
 def start(sheet: Sheet) -> subprocess.Popen:
     env = {
         **os.environ,
@@ -30,7 +35,7 @@ def start(sheet: Sheet) -> subprocess.Popen:
         "SHEETREEL_MAX_CRASH_RESUMES": "10",
     }
     return subprocess.Popen([sys.executable, "-m", "sync.cli", "run"], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=run_log(sheet).open("ab"))
 
 
 def finished_segments(store) -> dict[tuple[str, int], int]:
@@ -105,7 +110,7 @@ def test_sigterm_checkpoints_the_step_and_the_next_start_resumes(busy_sheet):
     wait_for(lambda: len(finished_segments(store)) >= 1)
     kept = finished_segments(store)
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(120) == 0, proc.stderr.read().decode()
+    assert proc.wait(120) == 0, run_log(sheet).read_text(errors="replace")[-4000:]
 
     interrupted = [p for p in store.projects() if any(r.outcome == StepOutcome.interrupted for r in store.steps(p.id))]
     assert interrupted and all(not lifecycle.is_running(p.state) for p in store.projects())
