@@ -46,12 +46,12 @@ def register(sub: argparse._SubParsersAction) -> dict:
 
     p = add("reset-stuck", "put running work with no live worker back to its last good stage",
             "Running work whose lock nobody holds, or that has shown no progress for --minutes, goes back to its last good stage.")
-    p.add_argument("--minutes", type=_positive, default=30, help="no progress for this long counts as stuck (default 30)")
+    p.add_argument("--minutes", type=_not_negative, default=30, help="no progress for this long counts as stuck (default 30)")
     p.add_argument("--dry-run", action="store_true", help="show what would be reset")
 
     p = add("cleanup", "delete intermediates of projects completed more than N days ago",
             "Delete segments, frames and inputs of projects completed more than --days ago; keeps final video, cover, meta.json.")
-    p.add_argument("--days", type=_positive, required=True, help="age in days")
+    p.add_argument("--days", type=_not_negative, required=True, help="age in days")
     p.add_argument("--dry-run", action="store_true", help="list what would be deleted and the space it frees")
 
     p = add("health", "exit 0 when DB, disk, ffmpeg, the sheet and the outbox are fine",
@@ -80,13 +80,13 @@ def _date(value: str) -> str:
         raise argparse.ArgumentTypeError(f"not a date: {value!r} (YYYY-MM-DD, e.g. 2026-12-03)") from None
 
 
-def _positive(value: str) -> float:
+def _not_negative(value: str) -> float:
     try:
         number = float(value)
     except ValueError:
         number = -1.0
-    if not number > 0:
-        raise argparse.ArgumentTypeError(f"not a positive number: {value!r}")
+    if not number >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"not a number of 0 or more: {value!r}")
     return number
 
 

@@ -68,8 +68,8 @@ def test_version_names_the_installed_package(capsys):
 @pytest.mark.parametrize("argv, said", [
     (["inspect-db", "--state", "bogus"], "argument --state: unknown state 'bogus'"),
     (["status", "--date", "2026-13-01"], "argument --date: not a date: '2026-13-01'"),
-    (["reset-stuck", "--minutes", "-5"], "argument --minutes: not a positive number: '-5'"),
-    (["cleanup", "--days", "0"], "argument --days: not a positive number: '0'"),
+    (["reset-stuck", "--minutes", "-5"], "argument --minutes: not a number of 0 or more: '-5'"),
+    (["cleanup", "--days", "soon"], "argument --days: not a number of 0 or more: 'soon'"),
 ])
 def test_a_bad_argument_is_a_usage_error_with_exit_2(argv, said, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
