@@ -145,7 +145,7 @@ def make_fetch_image(settings: Settings, download_media: Callable[[str], bytes] 
 
 def make_runner(settings: Settings, stores: Stores, life: Lifecycle, locks: ProjectLocks, templates: TemplateLibrary,
                 publisher: Publisher, fetch_image: Callable[[ImageRef, Path], None], clock: Callable[[], datetime],
-                stopping: threading.Event, shared: bool = False) -> ProjectRunner:
+                stopping: threading.Event) -> ProjectRunner:
     return ProjectRunner(
         RunnerDeps(
             store=stores.projects,
@@ -167,7 +167,7 @@ def make_runner(settings: Settings, stores: Stores, life: Lifecycle, locks: Proj
             gpu_slots=threading.BoundedSemaphore(settings.gpu_slots),
             stopping=stopping,
             prices=settings.video_prices,
-            shared=shared,
+            shared=shares_files(settings),
         )
     )
 
@@ -189,8 +189,7 @@ class App:
         self.locks = make_locks(settings)
         self.publisher = make_publisher(settings)
         self.runner = make_runner(settings, self.stores, self.life, self.locks, self.templates, self.publisher,
-                                  make_fetch_image(settings, table.download_media), clock, self.stopping,
-                                  shared=shares_files(settings))
+                                  make_fetch_image(settings, table.download_media), clock, self.stopping)
         self.poller = Poller(table, self.stores, self.life, self.locks, settings.columns, self.templates, settings.tz,
                              clock, settings.default_template, timedelta(minutes=settings.full_scan_minutes))
         self.writer = make_writer(settings, self.stores, table, self.life, clock)

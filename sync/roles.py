@@ -29,6 +29,7 @@ from sync.app import (
     make_stores,
     make_writer,
     schedule,
+    shares_files,
     template_library,
     utc_clock,
 )
@@ -43,12 +44,11 @@ REQUEUE_SECONDS = 2.0  # a job that found its project held (an intake in progres
 
 
 def require_postgres(settings: Settings) -> str:
-    url = normalize_url(settings.db_url)
-    if not url.startswith("postgresql"):
+    if not shares_files(settings):
         raise CliError("the gateway and worker roles need PostgreSQL as the one database of every host",
                        "set SHEETREEL_DATABASE_URL=postgresql://user:password@host:5432/sheetreel, "
                        "or run everything on one host with `sheetreel run`")
-    return url
+    return normalize_url(settings.db_url)
 
 
 def make_queue(settings: Settings, clock: Callable[[], datetime]) -> JobQueue:
@@ -121,7 +121,7 @@ class Worker:
         self.stopping = threading.Event()
         self.runner = make_runner(settings, self.stores, make_lifecycle(settings, self.stores, clock), make_locks(settings),
                                   template_library(settings), make_publisher(settings),
-                                  make_fetch_image(settings, None), clock, self.stopping, shared=True)
+                                  make_fetch_image(settings, None), clock, self.stopping)
         self.queue.app.task(name=TASK, pass_context=True)(self._run_stage)
         # (queue, seconds from due to started) of each job taken: the queue wait bench/scale.py prints.
         self.waits: deque[tuple[str, float]] = deque(maxlen=10_000)
