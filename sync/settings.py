@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
@@ -45,8 +45,10 @@ class Settings(BaseSettings):
     default_template: str = Field(default="pet-eating", alias="SHEETREEL_DEFAULT_TEMPLATE")
     timezone: str = Field(default="Asia/Shanghai", alias="SHEETREEL_TIMEZONE")
 
-    storyboard_backend: str = Field(default="template", alias="STORYBOARD_BACKEND")
-    segment_backend: str = Field(default="kenburns", alias="SEGMENT_BACKEND")
+    # One of the names below; a misspelt name stops the service at start (not every row, one by one).
+    storyboard_backend: Literal["template", "llm", "llm-images"] = Field(default="template", alias="STORYBOARD_BACKEND")
+    segment_backend: Literal["kenburns", "diffusers", "openai", "wan", "seedance", "kling", "stock"] = Field(
+        default="kenburns", alias="SEGMENT_BACKEND")
 
     poll_interval_seconds: float = Field(default=30.0, alias="POLL_INTERVAL_SECONDS", gt=0)
     full_scan_minutes: float = Field(default=60.0, alias="POLL_FULL_SCAN_MINUTES", gt=0)

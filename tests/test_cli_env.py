@@ -27,6 +27,15 @@ def test_an_unknown_time_zone_is_one_line_and_a_hint(monkeypatch, tmp_path, caps
     assert len(err.strip().splitlines()) == 2  # Error: … / Hint: …
 
 
+@pytest.mark.parametrize("name, value", [("SEGMENT_BACKEND", "difusers"), ("STORYBOARD_BACKEND", "gpt")])
+def test_a_misspelt_backend_stops_at_start_with_the_choices(name, value, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv(name, value)
+    assert main(["status", "--data-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"Error: invalid setting: {name}:") and ("'diffusers'" in err or "'llm'" in err)
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 2
+
+
 class ClosedPipe(io.StringIO):
     def write(self, text):
         raise BrokenPipeError(32, "Broken pipe")
