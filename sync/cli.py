@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import sys
@@ -14,7 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 
 from storage.errors import AuthFailed, DatabaseUnusable, NotFound, SheetReelError
-from sync import cli_ops, redact
+from sync import cli_ops, logs
 from sync.cli_support import CliError, emit, load_settings, require_db
 
 EPILOG = """examples:
@@ -50,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("-v", "--verbose", action="store_true", help="log every step (key=value lines on stderr)")
+    _log_options(p, default=False)
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -98,7 +97,21 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--queues", required=True, type=_queue_list, metavar="Q1,Q2",
                    help="comma-separated queues this host can run, e.g. cpu or gpu:wan,cpu")
     w.add_argument("--data-dir", type=Path, default=None, help="this host's workspace (default SHEETREEL_DATA_DIR or ./data)")
+    for command in sub.choices.values():
+        # Also after the command (`sheetreel run -v`); SUPPRESS keeps one given before it.
+        _log_options(command, default=argparse.SUPPRESS)
     return p
+
+
+SERVICES = {"run", "once", "gateway", "worker"}  # their log is the record of the work: INFO by default
+
+
+def _log_options(p: argparse.ArgumentParser, default) -> None:
+    p.add_argument("-v", "--verbose", action="store_true", default=default,
+                   help="also debug lines and the libraries' own (HTTP requests, queue); run/once/gateway/worker "
+                        "log one key=value line per step without it")
+    p.add_argument("--log-format", choices=["text", "json"], default="text" if default is False else default,
+                   help="text (key=value lines, default) or json (one object per line, for log shippers)")
 
 
 def _queue_list(value: str) -> list[str]:
@@ -110,16 +123,7 @@ def _queue_list(value: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
-    )
-    # Their INFO lines are about themselves (Alembic's plugin setup, each scheduler tick), not the
-    # work; APScheduler's warnings are ticks skipped while the last one still runs, which is by
-    # design (our jobs log their own failures).
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    logging.getLogger("apscheduler").setLevel(logging.ERROR)
-    redact.install()
+    logs.configure(service=args.command in SERVICES, verbose=args.verbose, fmt=args.log_format)
     try:
         return COMMANDS[args.command](args)
     except CliError as e:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -120,6 +121,7 @@ class ProjectRunner:
         p = self._commit(p, lambda q: lifecycle.step_started(q, pct, text))
         run = self.d.store.start_step(p.id, step, self.d.host)
         log.info("step started project=%s record=%s step=%s attempt=%d", p.id, p.record_id, step, run.attempt)
+        started = time.monotonic()
         try:
             self._checkpoint(p)
             p = getattr(self, f"_{step}")(p)
@@ -129,7 +131,8 @@ class ProjectRunner:
             return None
         except Stopping:
             self._commit(p, lifecycle.step_interrupted)
-            log.info("step interrupted project=%s record=%s step=%s", p.id, p.record_id, step)
+            log.info("step interrupted project=%s record=%s step=%s seconds=%.1f", p.id, p.record_id, step,
+                     time.monotonic() - started)
             return None
         except Exception as e:
             err = e if isinstance(e, SheetReelError) else None
@@ -137,10 +140,11 @@ class ProjectRunner:
                 log.exception("step crashed project=%s record=%s step=%s", p.id, p.record_id, step)
                 err = SheetReelError(f"内部错误，请联系工程师查看日志：{type(e).__name__}: {str(e)[:200]}")
             p = self._commit(p, lambda q: lifecycle.step_failed(q, err, self.d.clock(), self.d.retry, self.d.outage_retry))
-            log.warning("step failed project=%s record=%s step=%s state=%s error=%s",
-                        p.id, p.record_id, step, p.state.value, err)
+            log.warning("step failed project=%s record=%s step=%s state=%s seconds=%.1f error=%s",
+                        p.id, p.record_id, step, p.state.value, time.monotonic() - started, err)
             return None
-        log.info("step done project=%s record=%s step=%s state=%s", p.id, p.record_id, step, p.state.value)
+        log.info("step done project=%s record=%s step=%s state=%s seconds=%.1f", p.id, p.record_id, step,
+                 p.state.value, time.monotonic() - started)
         return p
 
     # -- stages: each ends with its success, committed with what it made ----------------------
