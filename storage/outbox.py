@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlmodel import col, delete, select
+from sqlmodel import col, delete, func, select
 
 from storage.base import Repo
 from storage.models import OutboxEntry, Project
@@ -39,6 +39,16 @@ class OutboxStore(Repo):
     def size(self) -> int:
         with self.session() as s:
             return len(s.exec(select(OutboxEntry.id)).all())
+
+    def backlog(self, now: datetime) -> tuple[int, float]:
+        """How many writes wait, and the age in seconds of the oldest (0 when none)."""
+        with self.session() as s:
+            count, oldest = s.exec(select(func.count(), func.min(OutboxEntry.created_at))).one()
+        if not count or oldest is None:
+            return 0, 0.0
+        if isinstance(oldest, str):  # MIN() of the stored UTC ISO text, where the column type is not applied
+            oldest = datetime.fromisoformat(oldest)
+        return count, max((now - oldest).total_seconds(), 0.0)
 
     def add(self, project: Project, sheet: SheetUpdate) -> None:
         """A sheet write that changes no project row (e.g. clearing an action cell)."""

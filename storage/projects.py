@@ -16,7 +16,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
-from sqlmodel import Session, col, delete, select
+from sqlmodel import Session, col, delete, func, select
 
 from storage import meta
 from storage.base import Repo
@@ -79,6 +79,11 @@ class ProjectStore(Repo):
             if states is not None:
                 q = q.where(col(Project.state).in_(list(states)))
             return list(s.exec(q))
+
+    def count_by_state(self) -> dict[str, int]:
+        with self.session() as s:
+            rows = s.exec(select(Project.state, func.count()).group_by(Project.state)).all()
+        return {ProjectState(state).value: count for state, count in rows}
 
     def segments(self, project_id: str) -> list[Segment]:
         with self.session() as s:

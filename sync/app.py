@@ -24,6 +24,7 @@ from storage.projects import Dispatch
 from storage.stores import Stores
 from sync import backends, lifecycle, links
 from sync.lifecycle import Lifecycle
+from sync.metrics import Metrics
 from sync.notify import Notifier
 from sync.outbox import OutboxFlusher, TableWriter
 from sync.poller import Poller
@@ -145,7 +146,7 @@ def make_fetch_image(settings: Settings, download_media: Callable[[str], bytes] 
 
 def make_runner(settings: Settings, stores: Stores, life: Lifecycle, locks: ProjectLocks, templates: TemplateLibrary,
                 publisher: Publisher, fetch_image: Callable[[ImageRef, Path], None], clock: Callable[[], datetime],
-                stopping: threading.Event) -> ProjectRunner:
+                stopping: threading.Event, metrics: Metrics) -> ProjectRunner:
     return ProjectRunner(
         RunnerDeps(
             store=stores.projects,
@@ -168,8 +169,17 @@ def make_runner(settings: Settings, stores: Stores, life: Lifecycle, locks: Proj
             stopping=stopping,
             prices=settings.video_prices,
             shared=shares_files(settings),
+            metrics=metrics,
         )
     )
+
+
+def watched(metrics: Metrics, stores: Stores, table: BitableClient, clock: Callable[[], datetime]) -> Metrics:
+    """`metrics`, reporting this database's projects and outbox and counting the table's calls."""
+    metrics.watch(stores.projects, stores.outbox, clock)
+    if getattr(table, "observe", False) is None:  # the lark client; fakes and emulated tables have none
+        table.observe = metrics.feishu_call  # type: ignore[attr-defined]
+    return metrics
 
 
 def make_publisher(settings: Settings) -> Publisher:
@@ -179,9 +189,11 @@ def make_publisher(settings: Settings) -> Publisher:
 class App:
     """The all-in-one service of one host: the Feishu link and the workers in one process."""
 
-    def __init__(self, settings: Settings, table: BitableClient, clock: Callable[[], datetime] = utc_clock):
+    def __init__(self, settings: Settings, table: BitableClient, clock: Callable[[], datetime] = utc_clock,
+                 metrics: Metrics | None = None):
         self.settings, self.table, self.clock = settings, table, clock
         self.stores = make_stores(settings)
+        self.metrics = watched(metrics or Metrics(), self.stores, table, clock)
         self.store = self.stores.projects
         self.life = make_lifecycle(settings, self.stores, clock)
         self.stopping = threading.Event()
@@ -189,7 +201,7 @@ class App:
         self.locks = make_locks(settings)
         self.publisher = make_publisher(settings)
         self.runner = make_runner(settings, self.stores, self.life, self.locks, self.templates, self.publisher,
-                                  make_fetch_image(settings, table.download_media), clock, self.stopping)
+                                  make_fetch_image(settings, table.download_media), clock, self.stopping, self.metrics)
         self.poller = Poller(table, self.stores, self.life, self.locks, settings.columns, self.templates, settings.tz,
                              clock, settings.default_template, timedelta(minutes=settings.full_scan_minutes))
         self.writer = make_writer(settings, self.stores, table, self.life, clock)

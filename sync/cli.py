@@ -14,7 +14,8 @@ from sqlalchemy.exc import DBAPIError
 
 from storage.errors import AuthFailed, DatabaseUnusable, NotFound, SheetReelError
 from sync import cli_ops, logs
-from sync.cli_support import CliError, emit, load_settings, require_db
+from sync.cli_support import PENDING_WRITES, CliError, emit, load_settings, require_db
+from sync.metrics import serving
 
 EPILOG = """examples:
   sheetreel demo                       offline demo: emulated Bitable, 3 sample rows, real MP4s
@@ -27,10 +28,10 @@ EPILOG = """examples:
   sheetreel worker --queues gpu:wan    several hosts: run the stages routed to these queues
 
 settings come from the environment or a .env file: FEISHU_APP_ID, FEISHU_APP_SECRET,
-FEISHU_APP_TOKEN, FEISHU_TABLE_ID, SHEETREEL_DATA_DIR, ... (see README)."""
+FEISHU_APP_TOKEN, FEISHU_TABLE_ID, SHEETREEL_DATA_DIR, ... (see README).
 
-
-PENDING_WRITES = 3  # exit code of `once` when results are done but not all of them reached the sheet
+exit codes: 0 ok, 1 error, 2 bad usage, 3 differences found (verify-consistency,
+compare-feishu-and-db) or sheet writes still pending (once), 130 quit by a second Ctrl-C."""
 
 
 def _version() -> str:
@@ -220,12 +221,22 @@ def cmd_once(args) -> int:
 
 
 def _until_signal(service, what: str) -> int:
-    """Run a service until SIGTERM or SIGINT (Ctrl-C)."""
+    """Run a service until SIGTERM or SIGINT (Ctrl-C); a second Ctrl-C quits at once."""
     stop = threading.Event()
+
+    def on_signal(sig, _frame) -> None:
+        if sig == signal.SIGINT and stop.is_set():
+            print("quitting now; the interrupted steps resume on the next start", file=sys.stderr)
+            os._exit(130)
+        if sig == signal.SIGINT:
+            print("finishing the current steps safely (Ctrl-C again to quit now)", file=sys.stderr)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     print(f"{what} every {service.settings.poll_interval_seconds:g}s; Ctrl-C to stop", file=sys.stderr)
-    service.run(stop)
+    with serving(service.metrics, service.settings.metrics_host, service.settings.metrics_port):
+        service.run(stop)
     return 0
 
 
@@ -251,7 +262,9 @@ def cmd_worker(args) -> int:
     settings = _settings(args)
     require_postgres(settings)
     print(f"worker on {','.join(args.queues)}, {settings.workers} at a time; Ctrl-C to stop", file=sys.stderr)
-    Worker(settings, args.queues).run()
+    worker = Worker(settings, args.queues)
+    with serving(worker.metrics, settings.metrics_host, settings.metrics_port):
+        worker.run()
     return 0
 
 

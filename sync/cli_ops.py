@@ -10,7 +10,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from storage.errors import SheetReelError
-from sync.cli_support import CliError, emit, load_settings, need_sheet, require_db, sheet_settings
+from sync.cli_support import DIFFERENCES, CliError, emit, load_settings, need_sheet, require_db, sheet_settings
 
 
 def register(sub: argparse._SubParsersAction) -> dict:
@@ -172,7 +172,7 @@ def cmd_verify(args) -> int:
     lines.append(f"{len(result.checked)} projects checked, {len(result.mismatches)} differences")
     emit({"mismatches": [m.as_dict() for m in result.mismatches], "fixes": fixes, "checked": len(result.checked)},
          args.json, "\n".join(lines))
-    return 0 if not result.mismatches else 1
+    return 0 if not result.mismatches else DIFFERENCES
 
 
 def cmd_compare(args) -> int:
@@ -185,7 +185,7 @@ def cmd_compare(args) -> int:
     lines += [f"row never seen by the DB: {rid}" for rid in result.unknown_rows]
     lines.append(f"{len(result.checked)} projects compared, {len(result.mismatches)} differences, {len(result.unknown_rows)} unknown rows")
     emit({"mismatches": [m.as_dict() for m in result.mismatches], "unknown_rows": result.unknown_rows}, args.json, "\n".join(lines))
-    return 0 if not result.mismatches and not result.unknown_rows else 1
+    return 0 if not result.mismatches and not result.unknown_rows else DIFFERENCES
 
 
 def cmd_migrate(args) -> int:

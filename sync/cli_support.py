@@ -9,6 +9,11 @@ from pathlib import Path
 
 from sync.settings import Settings
 
+# Exit codes beyond 0 (ok), 1 (error) and 2 (usage, argparse's): the command worked, and what it
+# found needs a look. Scripts and cron tell these apart from a failure.
+DIFFERENCES = 3  # verify-consistency / compare-feishu-and-db found disagreements
+PENDING_WRITES = 3  # `once` finished, but some sheet writes are still waiting for the table
+
 
 class CliError(Exception):
     def __init__(self, message: str, hint: str = ""):

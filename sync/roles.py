@@ -32,9 +32,11 @@ from sync.app import (
     shares_files,
     template_library,
     utc_clock,
+    watched,
 )
 from sync.cli_support import CliError
 from sync.jobqueue import TASK, JobQueue, Router
+from sync.metrics import Metrics
 from sync.poller import Poller
 from sync.settings import Settings
 from sync.staging import fetch_opening_image, fresh_cache
@@ -59,10 +61,12 @@ def make_queue(settings: Settings, clock: Callable[[], datetime]) -> JobQueue:
 class Gateway:
     """The one process per table that reads and writes Feishu."""
 
-    def __init__(self, settings: Settings, table: BitableClient, clock: Callable[[], datetime] = utc_clock):
+    def __init__(self, settings: Settings, table: BitableClient, clock: Callable[[], datetime] = utc_clock,
+                 metrics: Metrics | None = None):
         self.settings, self.clock = settings, clock
         self.queue = make_queue(settings, clock)
         self.stores = make_stores(settings, self.queue.dispatch)
+        self.metrics = watched(metrics or Metrics(), self.stores, table, clock)
         self.life = make_lifecycle(settings, self.stores, clock)
         self.locks = make_locks(settings)
         self.publisher = make_publisher(settings)
@@ -119,9 +123,10 @@ class Worker:
         self.queue = make_queue(settings, clock)
         self.stores = make_stores(settings, self.queue.dispatch)
         self.stopping = threading.Event()
+        self.metrics = Metrics()  # steps, shots, GPU time; the gateway's report the projects and outbox
         self.runner = make_runner(settings, self.stores, make_lifecycle(settings, self.stores, clock), make_locks(settings),
                                   template_library(settings), make_publisher(settings),
-                                  make_fetch_image(settings, None), clock, self.stopping)
+                                  make_fetch_image(settings, None), clock, self.stopping, self.metrics)
         self.queue.app.task(name=TASK, pass_context=True)(self._run_stage)
         # (queue, seconds from due to started) of each job taken: the queue wait bench/scale.py prints.
         self.waits: deque[tuple[str, float]] = deque(maxlen=10_000)

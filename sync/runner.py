@@ -8,7 +8,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +30,7 @@ from storage.retry import RetryPolicy
 from storage.storyboard import Storyboard
 from sync import lifecycle
 from sync.lifecycle import Lifecycle
+from sync.metrics import Metrics
 from sync.rows import ImageRef
 from sync.staging import fetch_opening_image, fresh_cache
 
@@ -66,6 +66,7 @@ class RunnerDeps:
     # Scale-out mode: this host's project folders are a cache; what a later stage or another host
     # needs is kept in the object store (publisher) and pulled from there when missing here.
     shared: bool = False
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 class Stopping(Exception):
@@ -131,6 +132,7 @@ class ProjectRunner:
             return None
         except Stopping:
             self._commit(p, lifecycle.step_interrupted)
+            self._observe(step, "interrupted", started)
             log.info("step interrupted project=%s record=%s step=%s seconds=%.1f", p.id, p.record_id, step,
                      time.monotonic() - started)
             return None
@@ -140,12 +142,17 @@ class ProjectRunner:
                 log.exception("step crashed project=%s record=%s step=%s", p.id, p.record_id, step)
                 err = SheetReelError(f"内部错误，请联系工程师查看日志：{type(e).__name__}: {str(e)[:200]}")
             p = self._commit(p, lambda q: lifecycle.step_failed(q, err, self.d.clock(), self.d.retry, self.d.outage_retry))
+            self._observe(step, "failed", started)
             log.warning("step failed project=%s record=%s step=%s state=%s seconds=%.1f error=%s",
                         p.id, p.record_id, step, p.state.value, time.monotonic() - started, err)
             return None
+        self._observe(step, "done", started)
         log.info("step done project=%s record=%s step=%s state=%s seconds=%.1f", p.id, p.record_id, step,
                  p.state.value, time.monotonic() - started)
         return p
+
+    def _observe(self, step: str, outcome: str, started: float) -> None:
+        self.d.metrics.step_seconds.labels(step=step, outcome=outcome).observe(time.monotonic() - started)
 
     # -- stages: each ends with its success, committed with what it made ----------------------
 
@@ -196,9 +203,11 @@ class ProjectRunner:
         # Clips already in this video, from earlier runs too: a restart or a redone shot must
         # not bring one of them back.
         used = {s.clip for s in finished if s.clip}
-        by_source = {source: _SlotGuard(self._generator(template, source).for_project(p.id, used), self.d.gpu_slots)
+        by_source = {source: _SlotGuard(self._generator(template, source).for_project(p.id, used), self.d.gpu_slots,
+                                        self.d.metrics)
                      for source in set(sources)}
         journals: dict[int, _TaskJournal] = {}
+        shot_started: dict[int, float] = {}
 
         def journal_for(k: int) -> _TaskJournal:
             if k not in journals:
@@ -208,6 +217,7 @@ class ProjectRunner:
 
         def on_start(k: int) -> None:
             self._checkpoint(p)
+            shot_started[k] = time.monotonic()
             seg = journal_for(k).segment  # carries a provider task saved by an earlier run
             self._commit(p, lambda q: lifecycle.step_progress(q, 10 + 75 * k // total, f"生成第{k + 1}/{total}段"), (seg,))
 
@@ -229,6 +239,8 @@ class ProjectRunner:
                 return lifecycle.step_progress(q, pct, text, made=True)
 
             self._commit(p, made, (seg,))
+            if res.index in shot_started:
+                self.d.metrics.shot_seconds.labels(backend=res.backend).observe(time.monotonic() - shot_started[res.index])
             log.info("shot done project=%s record=%s shot=%d backend=%s seconds=%.1f", p.id, p.record_id, res.index,
                      res.backend, res.duration or 0)
 
@@ -317,6 +329,9 @@ class _TaskJournal:
 
     def save(self, task: RemoteTask | None) -> None:
         self.task = task.model_dump_json() if task else None
+        if task is not None and task.id and task.seconds is not None:  # the provider's video is in
+            waited = (self.runner.d.clock() - task.submitted_at).total_seconds()
+            self.runner.d.metrics.provider_wait.labels(provider=task.provider).observe(max(waited, 0.0))
         self.runner._commit(self.project, lambda q: lifecycle.task_saved(q), (self.segment,))
 
     def checkpoint(self) -> None:
@@ -326,10 +341,16 @@ class _TaskJournal:
 class _SlotGuard:
     """Holds a GPU slot for exactly the duration of one generation call, for GPU backends."""
 
-    def __init__(self, generator: SegmentGenerator, slots: threading.Semaphore):
-        self.inner, self.slots, self.name = generator, slots, generator.name
+    def __init__(self, generator: SegmentGenerator, slots: threading.Semaphore, metrics: Metrics):
+        self.inner, self.slots, self.name, self.metrics = generator, slots, generator.name, metrics
         self.moves_over_origin = generator.moves_over_origin
 
     def generate(self, req: SegmentRequest) -> str | None:
-        with self.slots if self.inner.uses_gpu else nullcontext():
+        if not self.inner.uses_gpu:
             return self.inner.generate(req)
+        with self.slots:
+            started = time.monotonic()
+            try:
+                return self.inner.generate(req)
+            finally:
+                self.metrics.gpu_busy.inc(time.monotonic() - started)

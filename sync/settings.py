@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     queues: dict[str, str] = Field(default_factory=dict, alias="SHEETREEL_QUEUES")
     # A worker silent this long (no heartbeat) is taken for dead and its job handed to another.
     stalled_seconds: float = Field(default=30.0, alias="SHEETREEL_STALLED_SECONDS", ge=5)
+    # /metrics (Prometheus) and /healthz of run, gateway and worker; unset: not served.
+    metrics_port: int | None = Field(default=None, alias="SHEETREEL_METRICS_PORT", ge=1, le=65535)
+    metrics_host: str = Field(default="127.0.0.1", alias="SHEETREEL_METRICS_HOST")
     outbox_backoff_base_seconds: float = Field(default=2.0, alias="OUTBOX_BACKOFF_BASE_SECONDS", ge=0)
     outbox_backoff_cap_seconds: float = Field(default=300.0, alias="OUTBOX_BACKOFF_CAP_SECONDS", gt=0)
     max_attempts: int = Field(default=3, alias="SHEETREEL_MAX_ATTEMPTS", ge=1)

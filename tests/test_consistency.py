@@ -63,7 +63,7 @@ def test_verify_reports_each_disagreement_fix_repairs_and_a_second_verify_is_cle
     sheet.emu.delete_record(sheet.app_token, sheet.table_id, f.record_id)  # a row deleted in the sheet
 
     code, lines = run(capsys, "verify-consistency")
-    assert code == 1
+    assert code == 3  # differences found
     assert f"{a.id} {a.record_id} files.segment2: db=present files=missing" in lines
     assert f"{b.id} {b.record_id} meta.state: db=completed meta=failed" in lines
     assert f"{c.id} {c.record_id} sheet.状态: db=已完成 sheet=失败" in lines
@@ -72,8 +72,8 @@ def test_verify_reports_each_disagreement_fix_repairs_and_a_second_verify_is_cle
     assert f"{f.id} {f.record_id} sheet.row: db=present sheet=deleted" in lines
 
     code, plan = run(capsys, "verify-consistency", "--fix", "--dry-run")
-    assert code == 1 and any(f"plan: {a.id}: send the project back" in line for line in plan)
-    assert run(capsys, "verify-consistency")[0] == 1  # the dry run changed nothing
+    assert code == 3 and any(f"plan: {a.id}: send the project back" in line for line in plan)
+    assert run(capsys, "verify-consistency")[0] == 3  # the dry run changed nothing
 
     code, fixed = run(capsys, "verify-consistency", "--fix")
     assert any(f"fixed: {d.id}: restored from meta.json" == line for line in fixed)
@@ -92,7 +92,7 @@ def test_compare_lists_rows_the_db_never_saw(six, capsys):
     sheet, app, projects = six
     (stranger,) = sheet.add_rows([{sheet.cols.title: "新行"}])
     code, lines = run(capsys, "compare-feishu-and-db")
-    assert code == 1 and f"row never seen by the DB: {stranger}" in lines
+    assert code == 3 and f"row never seen by the DB: {stranger}" in lines
 
 
 @pytest.mark.databases  # also on PostgreSQL

@@ -69,5 +69,7 @@ def call(what: str, send: Callable[[], T], on_token_invalid: Callable[[], None] 
         if resp.code in TOKEN_INVALID_CODES and on_token_invalid:
             on_token_invalid()
         raw = getattr(resp, "raw", None)
-        raise from_response(what, resp.code, resp.msg, getattr(raw, "status_code", None), getattr(raw, "headers", {}) or {})
+        error = from_response(what, resp.code, resp.msg, getattr(raw, "status_code", None), getattr(raw, "headers", {}) or {})
+        error.feishu_code = resp.code  # type: ignore[attr-defined]  # the metrics count errors by it
+        raise error
     return resp

@@ -57,8 +57,10 @@ def make_lark_client(app_id: str, app_secret: str, base_url: str, timeout: float
 
 class LarkBitable:
     def __init__(self, client: lark.Client, app_token: str, table_id: str, chunk_threshold: int = SINGLE_UPLOAD_LIMIT,
-                 deadline_seconds: float = 300):
+                 deadline_seconds: float = 300, observe: Callable[[str, str], None] | None = None):
         self.client = client
+        # Told of every call: (what, "ok" or the error's Feishu code / kind), for the metrics.
+        self.observe = observe
         self.app_token = app_token
         self.table_id = table_id
         self.chunk_threshold = chunk_threshold
@@ -71,8 +73,16 @@ class LarkBitable:
         def late() -> Exception:
             return Unavailable(f"飞书在 {self.deadline_seconds:g} 秒内没有答完，稍后自动重试 ({what})")
 
-        return errors.call(what, lambda: deadline.within(self.deadline_seconds, send, late),
-                           on_token_invalid=self._forget_token)
+        try:
+            result = errors.call(what, lambda: deadline.within(self.deadline_seconds, send, late),
+                                 on_token_invalid=self._forget_token)
+        except Exception as e:
+            if self.observe:
+                self.observe(what, str(getattr(e, "feishu_code", None) or type(e).__name__))
+            raise
+        if self.observe:
+            self.observe(what, "ok")
+        return result
 
     def _forget_token(self) -> None:
         # The SDK never refreshes a token the server rejected (FEISHU_API.md §1.3); drop it so the
