@@ -50,6 +50,13 @@ class OutboxStore(Repo):
             oldest = datetime.fromisoformat(oldest)
         return count, max((now - oldest).total_seconds(), 0.0)
 
+    def refused(self) -> tuple[int, str]:
+        """Writes the table turned down at least once and that still wait, and the latest reason."""
+        with self.session() as s:
+            rows = s.exec(select(OutboxEntry.last_error).where(OutboxEntry.attempts > 0)
+                          .order_by(col(OutboxEntry.id).desc())).all()
+        return len(rows), next((e for e in rows if e), "")
+
     def add(self, project: Project, sheet: SheetUpdate) -> None:
         """A sheet write that changes no project row (e.g. clearing an action cell)."""
         with self.session() as s:

@@ -54,8 +54,10 @@ def register(sub: argparse._SubParsersAction) -> dict:
     p.add_argument("--days", type=_not_negative, required=True, help="age in days")
     p.add_argument("--dry-run", action="store_true", help="list what would be deleted and the space it frees")
 
-    p = add("health", "exit 0 when DB, disk, ffmpeg, the sheet and the outbox are fine",
-            "Check the DB is writable, the data dir has space, ffmpeg is present, the sheet answers and the outbox is not backing up.")
+    p = add("health", "exit 0 when DB, disk, ffmpeg, the sheet, its writes and the configured backends are fine",
+            "Check the DB is writable, the data dir has space, ffmpeg and a Chinese font are present, the sheet "
+            "answers, accepts the writes and the outbox is not backing up; and, where configured, the diffusers "
+            "model folder and CUDA, the LLM and TTS endpoints (GET /models with the key) and the OSS endpoint.")
     p.add_argument("--min-free-gb", type=float, default=2.0, help="least free disk space (default 2)")
     p.add_argument("--max-backlog", type=int, default=500, help="most pending sheet writes (default 500)")
     return {"init": cmd_init, "inspect-db": cmd_inspect, "verify-consistency": cmd_verify,
@@ -233,6 +235,7 @@ def cmd_cleanup(args) -> int:
 
 def cmd_health(args) -> int:
     from connectors.feishu.protocol import BitableClient
+    from sync import health
     from sync.app import make_stores, make_table
 
     settings = load_settings(args.data_dir)
@@ -246,6 +249,9 @@ def cmd_health(args) -> int:
         backlog = stores.outbox.size()
         checks["db"] = (True, "writable")
         checks["outbox"] = (backlog <= args.max_backlog, f"{backlog} pending writes")
+        refused, why = stores.outbox.refused()
+        checks["sheet writes"] = (not refused, f"{refused} refused by the table, latest: {why[:160]}" if refused
+                                  else "none refused")
     except Exception as e:  # any failure here is exactly what health reports
         checks["db"] = (False, f"{type(e).__name__}: {e}")
     free = shutil.disk_usage(settings.data_dir if settings.data_dir.exists() else Path(".")).free / 1024**3
@@ -265,6 +271,7 @@ def cmd_health(args) -> int:
                                      if missing else "every column SheetReel uses is there")
             except SheetReelError as e:
                 checks["sheet"] = (False, str(e))
+    checks.update(health.host_checks(settings))
     ok = all(good for good, _ in checks.values())
     emit({"ok": ok, "checks": {k: {"ok": g, "detail": d} for k, (g, d) in checks.items()}}, args.json,
          "\n".join(f"{'ok  ' if g else 'FAIL'} {k}: {d}" for k, (g, d) in checks.items()))

@@ -93,6 +93,8 @@ class FakeOpenAI(LoopbackServer):
             if scripted := self._next("speech"):
                 return scripted, None, ""
             return self._speech(body, record)
+        if path == "/v1/models":  # GET: what `sheetreel health` asks to see the endpoint and key work
+            return Scripted(body={"object": "list", "data": [{"id": "fake-chat", "object": "model"}]}), None, ""
         return error_reply(404, f"fake: no route {path}"), None, ""
 
     def _next(self, queue: str) -> Scripted | None:
@@ -121,6 +123,10 @@ def tone(seconds: float, fmt: str = "mp3") -> bytes:
 class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         scripted, raw, ctype = self.server.fake.handle(self.path, read_json(self), lower_headers(self))  # type: ignore[attr-defined]
+        send(self, scripted, raw, ctype)
+
+    def do_GET(self) -> None:
+        scripted, raw, ctype = self.server.fake.handle(self.path, {}, lower_headers(self))  # type: ignore[attr-defined]
         send(self, scripted, raw, ctype)
 
     def log_message(self, *args) -> None:
