@@ -166,13 +166,14 @@ def _settings(args):
 
 def cmd_demo(args) -> int:
     from sync.demo import run_demo
+    from sync.progress import progress_view
     from sync.report import format_table
 
     if not 1 <= args.rows <= 50:
         raise CliError("--rows must be between 1 and 50")
     if args.shots is not None and not 1 <= args.shots <= 20:
         raise CliError("--shots must be between 1 and 20")
-    rows = run_demo(args.data_dir, rows=args.rows, shots=args.shots, template=args.template)
+    rows = run_demo(args.data_dir, rows=args.rows, shots=args.shots, template=args.template, view=progress_view())
     print()
     print(format_table(rows))
     print(f"\nnext: sheetreel status --data-dir {args.data_dir}")
@@ -210,8 +211,12 @@ def _live_app(args):
 
 
 def cmd_once(args) -> int:
+    from sync.progress import watching
+
     app = _live_app(args)
-    if app.once(write_timeout=args.wait_writes):
+    with watching(app.store):
+        ok = app.once(write_timeout=args.wait_writes)
+    if ok:
         return 0
     print(f"Warning: {app.stores.outbox.size()} sheet writes are still pending (the table did not accept them)",
           file=sys.stderr)

@@ -7,7 +7,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 from connectors import ffmpeg
@@ -18,6 +17,7 @@ from storage.paths import safe_component
 from sync import lifecycle
 from sync.app import App, make_table, template_library
 from sync.columns import Columns
+from sync.progress import PlainLines, ProgressView
 from sync.schema import check_columns, create_missing
 from sync.settings import Settings
 
@@ -103,7 +103,9 @@ def run_demo(
     template: str = DEFAULT_TEMPLATE,
     on_progress: Callable[[str], None] = print,
     timeout: float = 1800,
+    view: ProgressView | None = None,
 ) -> list[dict]:
+    """`view`: how the rows' progress is shown (default: plain lines through `on_progress`)."""
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     with open_emulator(data_dir) as emu:
@@ -121,9 +123,11 @@ def run_demo(
         stop = threading.Event()
         worker = threading.Thread(target=app.run, args=(stop,), name="sheetreel-demo", daemon=True)
         worker.start()
+        view = view or _Lines(on_progress)
         try:
-            _watch(app, on_progress, timeout)
+            _watch(app, view, timeout)
         finally:
+            view.close()
             stop.set()
             worker.join()
         emu.stop()
@@ -149,17 +153,20 @@ def demo_stock_library(root: Path, tags: list[str]) -> Path:
     return root
 
 
-def _watch(app: App, say: Callable[[str], None], timeout: float) -> None:
-    """Print each project's progress as it changes, until every project rests and all is written."""
-    seen: dict[str, str] = {}
+class _Lines(PlainLines):
+    def __init__(self, say: Callable[[str], None]):
+        self.say, self.seen = say, {}
+
+    def emit(self, line: str) -> None:
+        self.say(line)
+
+
+def _watch(app: App, view: ProgressView, timeout: float) -> None:
+    """Show each project's progress as it changes, until every project rests and all is written."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         projects = app.store.projects()
-        for p in projects:
-            line = f"{p.state.label} {p.progress}% {p.progress_text}"
-            if seen.get(p.id) != line:
-                seen[p.id] = line
-                say(f"{datetime.now():%H:%M:%S} {p.record_id} {line}")
+        view.show(projects)
         settled = projects and all(lifecycle.is_final(p.state) for p in projects)
         if settled and app.pool.busy() == 0 and app.stores.outbox.size() == 0 and not app.stores.notes.due():
             return

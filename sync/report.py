@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from connectors.video.protocol import RemoteTask
 from storage.projects import ProjectStore
 
@@ -14,6 +16,7 @@ def project_rows(store: ProjectStore) -> list[dict]:
             {
                 "project_id": p.id,
                 "record_id": p.record_id,
+                "title": p.title,
                 "state": p.state.value,
                 "label": p.state.label,
                 "progress": p.progress,
@@ -29,24 +32,32 @@ def project_rows(store: ProjectStore) -> list[dict]:
 
 
 def format_table(rows: list[dict]) -> str:
+    """The rows as the sheet names them: title, 状态 label, and one place to find each video
+    (its link, else the local file), or the error. Padded by display width: a CJK character is two
+    columns, so Chinese titles keep the columns aligned."""
     costs = any(r["cost"] is not None for r in rows)  # a column only where a price table is set
-    headers = ["row", "state", "shots", "duration", *(["cost"] if costs else []), "final video", "url / error"]
+    headers = ["行", "状态", "镜头", "时长", *(["费用"] if costs else []), "成片 / 错误"]
     body = [
         [
-            r["record_id"],
-            r["state"],
+            r.get("title") or r["record_id"],
+            r["label"],
             str(r["shots"] or "-"),
             f"{r['duration']:.1f}s" if r["duration"] else "-",
             *([f"{r['cost']:g}" if r["cost"] is not None else "-"] if costs else []),
-            r["final_path"] or "-",
-            r["final_url"] or (r["error"] or "-"),
+            r["error"] if r["error"] and not r["final_url"] else (r["final_url"] or r["final_path"] or "-"),
         ]
         for r in rows
     ]
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths)) for b in body]
-    return "\n".join(lines)
+    widths = [max(width(h), *(width(b[i]) for b in body)) if body else width(h) for i, h in enumerate(headers)]
+    return "\n".join("  ".join(pad(c, w) for c, w in zip(line, widths)).rstrip() for line in [headers, *body])
+
+
+def width(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def pad(text: str, columns: int) -> str:
+    return text + " " * (columns - width(text))
 
 
 def project_detail(store: ProjectStore, key: str) -> dict | None:

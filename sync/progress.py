@@ -1,0 +1,108 @@
+"""What `demo` and `once` show while rows are made: a live table in a terminal (rich), plain
+lines when the output is a file or a pipe (cron, CI logs), so nothing is lost either way."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Protocol, TextIO
+
+from rich.console import Console
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+
+from storage.models import Project
+from storage.projects import ProjectStore
+
+
+class ProgressView(Protocol):
+    def show(self, projects: Iterable[Project]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def progress_view(stream: TextIO | None = None) -> ProgressView:
+    stream = stream or sys.stdout
+    return LiveTable(stream) if stream.isatty() else PlainLines(stream)
+
+
+def _stage(p: Project) -> str:
+    return p.progress_text or p.state.label
+
+
+class PlainLines:
+    """One line per change of a row's state or progress."""
+
+    def __init__(self, stream: TextIO):
+        self.stream, self.seen = stream, {}
+
+    def show(self, projects: Iterable[Project]) -> None:
+        for p in projects:
+            line = f"{p.state.label} {p.progress}% {p.progress_text}"
+            if self.seen.get(p.id) != line:
+                self.seen[p.id] = line
+                self.emit(f"{datetime.now():%H:%M:%S} {p.title or p.record_id} {line}")
+
+    def emit(self, line: str) -> None:
+        print(line, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+class LiveTable:
+    """A row per video, redrawn in place: title, the sheet's state label, a bar, the stage
+    (生成第3/7段). rich measures CJK characters as two columns, so the columns stay aligned."""
+
+    def __init__(self, stream: TextIO):
+        self.console = Console(file=stream)
+        self.live = Live(console=self.console, refresh_per_second=4, transient=False)
+        self.live.start()
+        # Log lines written meanwhile go above the table (through rich's stderr proxy), not into it.
+        self.handlers = [(h, h.setStream(sys.stderr)) for h in logging.getLogger().handlers
+                         if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) is sys.__stderr__]
+
+    def show(self, projects: Iterable[Project]) -> None:
+        table = Table(box=None, pad_edge=False)
+        for name in ("行", "状态", "进度", "", "步骤"):
+            table.add_column(name)
+        for p in projects:
+            table.add_row(p.title or p.record_id, p.state.label, ProgressBar(total=100, completed=p.progress, width=20),
+                          f"{p.progress}%", _stage(p))
+        self.live.update(table, refresh=True)
+
+    def close(self) -> None:
+        self.live.stop()
+        for handler, stream in self.handlers:
+            if stream is not None:  # None: it was never moved
+                handler.setStream(stream)
+
+
+@contextmanager
+def watching(store: ProjectStore, stream: TextIO | None = None, every: float = 0.5) -> Iterator[None]:
+    """In a terminal, a live table of the rows worked on while the block runs (`once`); else nothing
+    (the log has a line per step)."""
+    stream = stream or sys.stdout
+    if not stream.isatty():
+        yield
+        return
+    since, done, view = datetime.now(UTC), threading.Event(), LiveTable(stream)
+
+    def loop() -> None:
+        while not done.wait(every):
+            view.show(p for p in store.projects() if p.updated_at >= since)
+
+    thread = threading.Thread(target=loop, name="progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+        view.show(p for p in store.projects() if p.updated_at >= since)
+        view.close()
