@@ -43,12 +43,26 @@ class JsonLines(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
+class Stderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a line is logged: rich's live table proxies it (the
+    line goes above the table), and a caller that swapped it for a while is followed, never a
+    stream closed since."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def configure(*, service: bool, verbose: bool, fmt: LogFormat = "text") -> None:
     """`service`: run/once/gateway/worker, whose step lines are the point of their log."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = Stderr()
     handler.setFormatter(JsonLines() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
-    for old in list(root.handlers):
+    for old in [h for h in root.handlers if isinstance(h, Stderr)]:  # ours from an earlier call only
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(logging.INFO if verbose else logging.WARNING)

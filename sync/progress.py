@@ -3,7 +3,6 @@ lines when the output is a file or a pipe (cron, CI logs), so nothing is lost ei
 
 from __future__ import annotations
 
-import logging
 import sys
 import threading
 from collections.abc import Iterable, Iterator
@@ -62,10 +61,7 @@ class LiveTable:
     def __init__(self, stream: TextIO):
         self.console = Console(file=stream)
         self.live = Live(console=self.console, refresh_per_second=4, transient=False)
-        self.live.start()
-        # Log lines written meanwhile go above the table (through rich's stderr proxy), not into it.
-        self.handlers = [(h, h.setStream(sys.stderr)) for h in logging.getLogger().handlers
-                         if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) is sys.__stderr__]
+        self.live.start()  # from here sys.stderr is rich's proxy: log lines go above the table (sync.logs)
 
     def show(self, projects: Iterable[Project]) -> None:
         table = Table(box=None, pad_edge=False)
@@ -78,9 +74,6 @@ class LiveTable:
 
     def close(self) -> None:
         self.live.stop()
-        for handler, stream in self.handlers:
-            if stream is not None:  # None: it was never moved
-                handler.setStream(stream)
 
 
 @contextmanager

@@ -109,10 +109,12 @@ def announced(sheet: Sheet) -> Counter:
 
 
 def repeated_writes(sheet: Sheet) -> list[str]:
-    """Rows that were sent the same cells twice in a row (a write delivered by two flushers)."""
+    """Rows that were sent the same write twice in a row (delivered by two flushers). 更新时间 is
+    stamped when a change is committed, so it tells one write delivered twice from a row that
+    changed and changed back (a killed worker's shot redone: 生成第2/4段 again, the change between
+    merged away in the outbox)."""
     last, repeated = {}, []
-    for rid, fields in sheet.emu.writes:
-        cells = {k: v for k, v in fields.items() if k != sheet.cols.updated_at}
+    for rid, cells in sheet.emu.writes:
         if last.get(rid) == cells:
             repeated.append(rid)
         last[rid] = cells
