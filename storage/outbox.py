@@ -38,7 +38,7 @@ class OutboxStore(Repo):
 
     def size(self) -> int:
         with self.session() as s:
-            return len(s.exec(select(OutboxEntry.id)).all())
+            return s.exec(select(func.count()).select_from(OutboxEntry)).one()
 
     def backlog(self, now: datetime) -> tuple[int, float]:
         """How many writes wait, and the age in seconds of the oldest (0 when none)."""

@@ -189,11 +189,10 @@ def make_publisher(settings: Settings) -> Publisher:
 class App:
     """The all-in-one service of one host: the Feishu link and the workers in one process."""
 
-    def __init__(self, settings: Settings, table: BitableClient, clock: Callable[[], datetime] = utc_clock,
-                 metrics: Metrics | None = None):
+    def __init__(self, settings: Settings, table: BitableClient, clock: Callable[[], datetime] = utc_clock):
         self.settings, self.table, self.clock = settings, table, clock
         self.stores = make_stores(settings)
-        self.metrics = watched(metrics or Metrics(), self.stores, table, clock)
+        self.metrics = watched(Metrics(), self.stores, table, clock)
         self.store = self.stores.projects
         self.life = make_lifecycle(settings, self.stores, clock)
         self.stopping = threading.Event()

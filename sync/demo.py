@@ -123,7 +123,7 @@ def run_demo(
         stop = threading.Event()
         worker = threading.Thread(target=app.run, args=(stop,), name="sheetreel-demo", daemon=True)
         worker.start()
-        view = view or _Lines(on_progress)
+        view = view or PlainLines(on_progress)
         try:
             _watch(app, view, timeout)
         finally:
@@ -151,14 +151,6 @@ def demo_stock_library(root: Path, tags: list[str]) -> Path:
                 ffmpeg.FFMPEG, "-f", "lavfi", "-i", f"{s}:r=24", "-t", "6", *ffmpeg.encode_args(24), str(tmp),
             ], what="demo stock clip")
     return root
-
-
-class _Lines(PlainLines):
-    def __init__(self, say: Callable[[str], None]):
-        self.say, self.seen = say, {}
-
-    def emit(self, line: str) -> None:
-        self.say(line)
 
 
 def _watch(app: App, view: ProgressView, timeout: float) -> None:

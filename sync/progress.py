@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Protocol, TextIO
@@ -27,18 +27,14 @@ class ProgressView(Protocol):
 
 def progress_view(stream: TextIO | None = None) -> ProgressView:
     stream = stream or sys.stdout
-    return LiveTable(stream) if stream.isatty() else PlainLines(stream)
-
-
-def _stage(p: Project) -> str:
-    return p.progress_text or p.state.label
+    return LiveTable(stream) if stream.isatty() else PlainLines(lambda line: print(line, file=stream, flush=True))
 
 
 class PlainLines:
-    """One line per change of a row's state or progress."""
+    """One line per change of a row's state or progress, handed to `emit`."""
 
-    def __init__(self, stream: TextIO):
-        self.stream, self.seen = stream, {}
+    def __init__(self, emit: Callable[[str], None]):
+        self.emit, self.seen = emit, {}
 
     def show(self, projects: Iterable[Project]) -> None:
         for p in projects:
@@ -46,9 +42,6 @@ class PlainLines:
             if self.seen.get(p.id) != line:
                 self.seen[p.id] = line
                 self.emit(f"{datetime.now():%H:%M:%S} {p.title or p.record_id} {line}")
-
-    def emit(self, line: str) -> None:
-        print(line, file=self.stream, flush=True)
 
     def close(self) -> None:
         pass
@@ -69,7 +62,7 @@ class LiveTable:
             table.add_column(name)
         for p in projects:
             table.add_row(p.title or p.record_id, p.state.label, ProgressBar(total=100, completed=p.progress, width=20),
-                          f"{p.progress}%", _stage(p))
+                          f"{p.progress}%", p.progress_text or p.state.label)
         self.live.update(table, refresh=True)
 
     def close(self) -> None:

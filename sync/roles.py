@@ -61,12 +61,11 @@ def make_queue(settings: Settings, clock: Callable[[], datetime]) -> JobQueue:
 class Gateway:
     """The one process per table that reads and writes Feishu."""
 
-    def __init__(self, settings: Settings, table: BitableClient, clock: Callable[[], datetime] = utc_clock,
-                 metrics: Metrics | None = None):
+    def __init__(self, settings: Settings, table: BitableClient, clock: Callable[[], datetime] = utc_clock):
         self.settings, self.clock = settings, clock
         self.queue = make_queue(settings, clock)
         self.stores = make_stores(settings, self.queue.dispatch)
-        self.metrics = watched(metrics or Metrics(), self.stores, table, clock)
+        self.metrics = watched(Metrics(), self.stores, table, clock)
         self.life = make_lifecycle(settings, self.stores, clock)
         self.locks = make_locks(settings)
         self.publisher = make_publisher(settings)

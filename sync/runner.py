@@ -132,9 +132,8 @@ class ProjectRunner:
             return None
         except Stopping:
             self._commit(p, lifecycle.step_interrupted)
-            self._observe(step, "interrupted", started)
-            log.info("step interrupted project=%s record=%s step=%s seconds=%.1f", p.id, p.record_id, step,
-                     time.monotonic() - started)
+            seconds = self._observe(step, "interrupted", started)
+            log.info("step interrupted project=%s record=%s step=%s seconds=%.1f", p.id, p.record_id, step, seconds)
             return None
         except Exception as e:
             err = e if isinstance(e, SheetReelError) else None
@@ -142,17 +141,20 @@ class ProjectRunner:
                 log.exception("step crashed project=%s record=%s step=%s", p.id, p.record_id, step)
                 err = SheetReelError(f"内部错误，请联系工程师查看日志：{type(e).__name__}: {str(e)[:200]}")
             p = self._commit(p, lambda q: lifecycle.step_failed(q, err, self.d.clock(), self.d.retry, self.d.outage_retry))
-            self._observe(step, "failed", started)
+            seconds = self._observe(step, "failed", started)
             log.warning("step failed project=%s record=%s step=%s state=%s seconds=%.1f error=%s",
-                        p.id, p.record_id, step, p.state.value, time.monotonic() - started, err)
+                        p.id, p.record_id, step, p.state.value, seconds, err)
             return None
-        self._observe(step, "done", started)
+        seconds = self._observe(step, "done", started)
         log.info("step done project=%s record=%s step=%s state=%s seconds=%.1f", p.id, p.record_id, step,
-                 p.state.value, time.monotonic() - started)
+                 p.state.value, seconds)
         return p
 
-    def _observe(self, step: str, outcome: str, started: float) -> None:
-        self.d.metrics.step_seconds.labels(step=step, outcome=outcome).observe(time.monotonic() - started)
+    def _observe(self, step: str, outcome: str, started: float) -> float:
+        """The step's seconds, counted in the metrics; the log line says the same number."""
+        seconds = time.monotonic() - started
+        self.d.metrics.step_seconds.labels(step=step, outcome=outcome).observe(seconds)
+        return seconds
 
     # -- stages: each ends with its success, committed with what it made ----------------------
 

@@ -6,6 +6,7 @@ import http.server
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -32,7 +33,8 @@ hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
 POSTGRES_ADMIN_URL = os.environ.get("SHEETREEL_TEST_POSTGRES", "")
 POSTGRES_REQUIRED = bool(os.environ.get("SHEETREEL_TEST_POSTGRES_REQUIRED"))
 TEST_TEMPLATES = Path(__file__).parent / "templates"
-ASSETS = Path(__file__).resolve().parent.parent / "sync" / "demo_assets"
+ROOT = Path(__file__).resolve().parent.parent
+ASSETS = ROOT / "sync" / "demo_assets"
 APP_ID, SECRET = "cli_test", "test-secret"
 
 
@@ -140,6 +142,17 @@ class Sheet:
 
     def app(self) -> App:
         return App(self.settings, make_table(self.settings))
+
+    @property
+    def run_log(self) -> Path:
+        """Where a started service's stderr goes: a file, as a pipe nobody reads would fill and stall it."""
+        return self.settings.data_dir.parent / "run.log"
+
+    def start_run(self, **extra: str) -> subprocess.Popen:
+        """`sheetreel run` on this sheet as a process of its own, polling and flushing briskly."""
+        env = {**os.environ, **self.env(POLL_INTERVAL_SECONDS="0.3", FLUSH_INTERVAL_SECONDS="0.2", **extra)}
+        return subprocess.Popen([sys.executable, "-m", "sync.cli", "run"], env=env, cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=self.run_log.open("ab"))
 
 
 def wait_for(condition, timeout: float = 60) -> None:

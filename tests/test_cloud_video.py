@@ -5,10 +5,8 @@ the videos cost. Every shot is paid for once, however often the worker dies."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -71,21 +69,10 @@ def test_rows_become_videos_through_a_provider_and_show_their_cost(backend, emul
     assert meta["project"]["cost"] == pytest.approx(3 * 5 * price)
 
 
-def run_log(sheet: Sheet) -> Path:
-    """Where the service's stderr goes: a file, as a pipe nobody reads would fill and stall it."""
-    return sheet.settings.data_dir.parent / "run.log"
-
-
 def start(sheet: Sheet, extra: dict[str, str]) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        **sheet.env(SHEETREEL_DEFAULT_TEMPLATE="cloud"),
-        "POLL_INTERVAL_SECONDS": "0.3", "FLUSH_INTERVAL_SECONDS": "0.2",
-        "SHEETREEL_MAX_CRASH_RESUMES": "10", "SHEETREEL_RETRY_BASE_SECONDS": "0", "VIDEO_POLL_SECONDS": "0.05",
-        "SHEETREEL_VIDEO_PRICES": json.dumps(PRICES), **extra,
-    }
-    return subprocess.Popen([sys.executable, "-m", "sync.cli", "run"], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=run_log(sheet).open("ab"))
+    return sheet.start_run(SHEETREEL_DEFAULT_TEMPLATE="cloud", SHEETREEL_MAX_CRASH_RESUMES="10",
+                           SHEETREEL_RETRY_BASE_SECONDS="0", VIDEO_POLL_SECONDS="0.05",
+                           SHEETREEL_VIDEO_PRICES=json.dumps(PRICES), **extra)
 
 
 def test_a_worker_killed_while_its_tasks_run_resumes_them_and_pays_once(emulator, tmp_path, fake):

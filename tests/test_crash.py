@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -17,25 +14,10 @@ from sync.rows import text_of
 
 from conftest import Sheet, wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_log(sheet: Sheet) -> Path:
-    """Where the service's stderr goes: a file, as a pipe nobody reads would fill and stall it."""
-    return sheet.settings.data_dir.parent / "run.log"
-
 
 def start(sheet: Sheet) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        **sheet.env(),
-        "POLL_INTERVAL_SECONDS": "0.3",
-        "FLUSH_INTERVAL_SECONDS": "0.2",
-        # These tests kill the worker on purpose; on a slow machine one step may see every kill.
-        "SHEETREEL_MAX_CRASH_RESUMES": "10",
-    }
-    return subprocess.Popen([sys.executable, "-m", "sync.cli", "run"], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=run_log(sheet).open("ab"))
+    # These tests kill the worker on purpose; on a slow machine one step may see every kill.
+    return sheet.start_run(SHEETREEL_MAX_CRASH_RESUMES="10")
 
 
 def finished_segments(store) -> dict[tuple[str, int], int]:
@@ -110,7 +92,7 @@ def test_sigterm_checkpoints_the_step_and_the_next_start_resumes(busy_sheet):
     wait_for(lambda: len(finished_segments(store)) >= 1)
     kept = finished_segments(store)
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(120) == 0, run_log(sheet).read_text(errors="replace")[-4000:]
+    assert proc.wait(120) == 0, sheet.run_log.read_text(errors="replace")[-4000:]
 
     interrupted = [p for p in store.projects() if any(r.outcome == StepOutcome.interrupted for r in store.steps(p.id))]
     assert interrupted and all(not lifecycle.is_running(p.state) for p in store.projects())

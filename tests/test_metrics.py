@@ -4,14 +4,13 @@ and `sheetreel run` serves them where SHEETREEL_METRICS_PORT says; Ctrl-C stops 
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
-from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 
@@ -19,8 +18,6 @@ from sync.metrics import serving
 from sync.rows import text_of
 
 from conftest import Sheet, wait_for
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def value(text: str, name: str, **labels: str) -> float:
@@ -76,43 +73,39 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_run(sheet: Sheet, port: int, log: Path) -> subprocess.Popen:
-    env = {**os.environ, **sheet.env(SHEETREEL_METRICS_PORT=str(port), POLL_INTERVAL_SECONDS="0.3",
-                                     FLUSH_INTERVAL_SECONDS="0.2")}
-    return subprocess.Popen([sys.executable, "-m", "sync.cli", "run"], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=log.open("ab"))
-
-
-def test_run_serves_metrics_and_a_first_ctrl_c_finishes_the_steps(sheet, tmp_path):
-    [record] = rows(sheet, 1)
-    port, log = free_port(), tmp_path / "run.log"
-    proc = start_run(sheet, port, log)
+@contextmanager
+def running(sheet: Sheet, port: int) -> Iterator[subprocess.Popen]:
+    """`sheetreel run` serving metrics on `port`; killed if the test leaves it running."""
+    proc = sheet.start_run(SHEETREEL_METRICS_PORT=str(port))
     try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_run_serves_metrics_and_a_first_ctrl_c_finishes_the_steps(sheet):
+    [record] = rows(sheet, 1)
+    port, log = free_port(), sheet.run_log
+    with running(sheet, port) as proc:
         wait_for(lambda: text_of(sheet.row(record)["fields"].get(sheet.cols.status)) == "已完成", timeout=240)
         scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
         assert value(scraped, "sheetreel_projects", state="completed") == 1
         assert json.loads(httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=30).text)["status"] == "ok"
         proc.send_signal(signal.SIGINT)
         assert proc.wait(120) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert "finishing the current steps safely" in log.read_text()
 
 
-def test_a_second_ctrl_c_quits_at_once_and_the_step_resumes_later(sheet, tmp_path):
+def test_a_second_ctrl_c_quits_at_once_and_the_step_resumes_later(sheet):
     [record] = rows(sheet, 1, shots=12)
-    log = tmp_path / "run.log"
-    proc = start_run(sheet, free_port(), log)
-    try:
+    log = sheet.run_log
+    with running(sheet, free_port()) as proc:
         wait_for(lambda: "step=segments" in log.read_text(), timeout=240)
         proc.send_signal(signal.SIGINT)
         wait_for(lambda: "Ctrl-C again" in log.read_text(), timeout=60)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 130
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert "quitting now" in log.read_text()
     app = sheet.app()  # the next start picks the row up where it was
     assert app.once(timeout=600)
