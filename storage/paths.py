@@ -86,6 +86,23 @@ class ProjectPaths:
         """The colour-corrected last frame that seeds the next shot, when drift needed fixing."""
         return self.frames / f"seg_{index:02d}_seed.jpg"
 
+    @property
+    def preview(self) -> Path:
+        """The 预览 and 分镜预览 pictures, and what ffmpeg needed to draw them."""
+        return self.root / "preview"
+
+    @property
+    def plan_sheet(self) -> Path:
+        return self.preview / "plan.jpg"
+
+    @property
+    def animatic(self) -> Path:
+        return self.preview / "animatic.mp4"
+
+    @property
+    def shots_sheet(self) -> Path:
+        return self.preview / "shots.jpg"
+
     def make_dirs(self) -> None:
-        for d in (self.inputs, self.segments, self.frames, self.final_dir):
+        for d in (self.inputs, self.segments, self.frames, self.final_dir, self.preview):
             d.mkdir(parents=True, exist_ok=True)

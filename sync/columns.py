@@ -45,6 +45,10 @@ class Columns(BaseModel):
     updated_at: str = "更新时间"
     # Optional (a number column): what the row's provider shots have cost, by SHEETREEL_VIDEO_PRICES.
     cost: str = "费用"
+    # Optional attachments: the contact sheet of the plan (then of the made shots), and the plan's
+    # low-resolution animatic, so a plan is judged from pictures before any GPU time is spent.
+    preview: str = "预览"
+    animatic: str = "分镜预览"
     # A ModifiedTime field: lets a poll read only rows changed since the last one.
     modified_time: str = "最后修改时间"
     max_segments: int = Field(default=20, ge=1, le=20)
@@ -55,7 +59,7 @@ class Columns(BaseModel):
 
     def optional(self) -> frozenset[str]:
         """Written when the table has them; a table without them is fine."""
-        return frozenset({self.cost})
+        return frozenset({self.cost, self.preview, self.animatic})
 
     def user_columns(self) -> list[str]:
         return [self.image, self.scene, self.template, self.shot_count, self.publish_date, self.mode]
@@ -97,5 +101,7 @@ class Columns(BaseModel):
             (self.updated_at, FieldType.datetime, []),
             (self.modified_time, FieldType.modified_time, []),
             (self.cost, FieldType.number, []),
+            (self.preview, FieldType.attachment, []),
+            (self.animatic, FieldType.attachment, []),
         ]
         return cols

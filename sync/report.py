@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import unicodedata
+from pipeline.text_width import width
 
 from connectors.video.protocol import RemoteTask
 from storage.projects import ProjectStore
@@ -50,10 +50,6 @@ def format_table(rows: list[dict]) -> str:
     ]
     widths = [max(width(h), *(width(b[i]) for b in body)) if body else width(h) for i, h in enumerate(headers)]
     return "\n".join("  ".join(pad(c, w) for c, w in zip(line, widths)).rstrip() for line in [headers, *body])
-
-
-def width(text: str) -> int:
-    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
 def pad(text: str, columns: int) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 from connectors.asr import Transcriber
 from connectors.tts import Speech
 from connectors.video.protocol import RemoteTask, SegmentGenerator, SegmentRequest
-from pipeline import compose, final_cut
+from pipeline import compose, final_cut, preview
 from pipeline.mix import plan_sources
 from pipeline.publish import Publisher
 from pipeline.segments import SegmentResult, generate_segments
@@ -169,6 +169,8 @@ class ProjectRunner:
         board = self._storyboarder(backend).write(template, p.scene, p.shot_count or template.shot_count, paths.opening_image)
         atomic.write_text(paths.storyboard, board.model_dump_json(indent=2))
         self._share(paths.storyboard)
+        self._preview(p, lambda: preview.plan_previews(board, template, paths.opening_image, paths.plan_sheet,
+                                                       paths.animatic, paths.preview), paths.plan_sheet, paths.animatic)
         board_json = board.model_dump_json()
 
         def made(q: Project) -> lifecycle.Change:
@@ -249,6 +251,9 @@ class ProjectRunner:
         generate_segments(board, paths, template, sources, lambda k, source: by_source[source],
                           {s.index for s in finished}, on_start, on_done, seed=TAKE_SEED_STRIDE * p.takes,
                           journal_for=journal_for)
+        frames = [(paths.first_frame(s.index), paths.last_frame(s.index)) for s in board.shots]
+        self._preview(p, lambda: preview.shots_sheet(board, template, frames, paths.shots_sheet, paths.preview),
+                      paths.shots_sheet)
         return self._commit(p, lambda q: lifecycle.step_succeeded(q, 85, "视频段完成"))
 
     def _compose(self, p: Project) -> Project:
@@ -274,6 +279,15 @@ class ProjectRunner:
         return self._commit(p, made)
 
     # -- helpers --------------------------------------------------------------------------------
+
+    def _preview(self, p: Project, draw: Callable[[], None], *files: Path) -> None:
+        """A picture for the row: worth a try, never worth failing the video for."""
+        try:
+            draw()
+        except (SheetReelError, OSError) as e:
+            log.warning("preview skipped project=%s record=%s error=%s", p.id, p.record_id, e)
+            return
+        self._share(*files)
 
     def _share(self, *files: Path) -> None:
         if self.d.shared:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 
 from pipeline.storyboard import to_text
 from storage.models import Project, ProjectState, Segment, SegmentSource
@@ -67,14 +68,22 @@ class SheetSide:
         notify = announcement(p, self.sheet_url) if any(c.announced for c in changes) else None
         if p.row_deleted or events <= {Event.sheet_refused, Event.row_deleted, Event.cleaned_up, Event.task_saved}:
             return Effects(notify=notify)  # a write the sheet refused would be refused again
-        attachments = {}
+        attachments, paths = {}, self.store.paths(p)
         if p.state == ProjectState.completed and events & {Event.step_succeeded, Event.resync}:
-            paths = self.store.paths(p)
             attachments = {self.cols.final_video: [str(paths.final_video)], self.cols.cover: [str(paths.cover)]}
+        made = {c.after for c in changes if c.event == Event.step_succeeded}
+        if ProjectState.storyboard_ready in made:
+            attachments |= _present({self.cols.preview: paths.plan_sheet, self.cols.animatic: paths.animatic})
+        if ProjectState.segments_ready in made:
+            attachments |= _present({self.cols.preview: paths.shots_sheet})
         sheet = render(p, segments, self.cols, self.clock(), attachments)
-        if p.storyboard_json and any(c.event == Event.step_succeeded and c.after == ProjectState.storyboard_ready
-                                     for c in changes):
+        if p.storyboard_json and ProjectState.storyboard_ready in made:
             sheet.fields[self.cols.storyboard] = to_text(Storyboard.model_validate_json(p.storyboard_json))
         if events & (USER_ACTIONS | {Event.action_refused}):
             sheet.fields[self.cols.action] = None
         return Effects(sheet=sheet, notify=notify)
+
+
+def _present(files: dict[str, Path]) -> dict[str, list[str]]:
+    """The pictures that were drawn (a preview is best effort: its absence is no error)."""
+    return {column: [str(path)] for column, path in files.items() if path.is_file()}

@@ -99,14 +99,17 @@ def _motion(camera: Camera, p: str) -> tuple[str, str, str]:
 
 
 def _view_filters(req: SegmentRequest) -> list[str]:
-    """From `req.view` to where the camera ends, over the opening image covered to the output's
-    aspect at a size where even the closest view is oversampled."""
-    start = req.view or View()
-    end = next_view(start, req.shot.camera)
-    width = min(MAX_CANVAS, req.width * OVERSAMPLE / min(start.size, end.size))
-    cw = int(width) // 2 * 2
-    ch = int(round(cw * req.height / req.width)) // 2 * 2
-    p = _progress(req.frame_count)
+    return view_motion(req.view or View(), req.shot.camera, req.width, req.height, req.frame_count, req.fps)
+
+
+def view_motion(start: View, camera: Camera, width: int, height: int, frames: int, fps: int) -> list[str]:
+    """Filters that take a still to `frames` frames moving from `start` to where `camera` ends, over
+    the picture covered to the output's aspect at a size where even the closest view is oversampled."""
+    end = next_view(start, camera)
+    canvas = min(MAX_CANVAS, width * OVERSAMPLE / min(start.size, end.size))
+    cw = int(canvas) // 2 * 2
+    ch = int(round(cw * height / width)) // 2 * 2
+    p = _progress(frames)
     # Zoom geometrically (a steady feel of approach), the centre linearly: both monotonic.
     s0, ratio = start.size, end.size / start.size
     cx0, cy0 = start.x + start.size / 2, start.y + start.size / 2
@@ -114,5 +117,5 @@ def _view_filters(req: SegmentRequest) -> list[str]:
     z = f"1/({s0:.6f}*pow({ratio:.6f},{p}))"
     x = f"iw*({cx0:.6f}+{cx1 - cx0:.6f}*{p})-iw/zoom/2"
     y = f"ih*({cy0:.6f}+{cy1 - cy0:.6f}*{p})-ih/zoom/2"
-    zoompan = f"zoompan=z='{z}':x='{x}':y='{y}':d={req.frame_count}:s={req.width}x{req.height}:fps={req.fps}"
+    zoompan = f"zoompan=z='{z}':x='{x}':y='{y}':d={frames}:s={width}x{height}:fps={fps}"
     return [*_cover_filters(cw, ch), zoompan]
