@@ -235,6 +235,9 @@ class Notification(SQLModel, table=True):
     event: str
     title: str = ""
     body: str = Field(default="", sa_column=Column(Text))
+    # The finished video's cover (a local file, shown in the card when it is still there) and the row.
+    image: str | None = Field(default=None, sa_column=Column(Text))
+    link: str | None = Field(default=None, sa_column=Column(Text))
     sent_at: datetime | None = Field(default=None, sa_column=Column(AwareDateTime))
     attempts: int = 0
     next_attempt_at: datetime | None = Field(default=None, sa_column=Column(AwareDateTime))

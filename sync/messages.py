@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from storage.models import Notification, Project, ProjectState
@@ -17,7 +18,7 @@ def row_link(sheet_url: str, table_id: str, record_id: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query), fragment=""))
 
 
-def announcement(p: Project, sheet_url: str = "") -> Notification:
+def announcement(p: Project, sheet_url: str = "", cover: Path | None = None) -> Notification:
     lines = [f"**状态**：{p.state.label}"]
     if p.error:
         lines.append(f"**错误**：{p.error}")
@@ -27,4 +28,6 @@ def announcement(p: Project, sheet_url: str = "") -> Notification:
     lines.append(f"**行**：[{p.record_id}]({row})" if row else f"**行**：{p.record_id}")
     mark = "✅" if p.state == ProjectState.completed else "❌"
     title = f"{mark} {p.title or p.scene[:20] or p.id} {p.state.label}"
-    return Notification(project_id=p.id, event=p.state.value, title=title, body="\n".join(lines))
+    image = str(cover) if cover is not None and p.state == ProjectState.completed and cover.is_file() else None
+    return Notification(project_id=p.id, event=p.state.value, title=title, body="\n".join(lines), image=image,
+                        link=row or None)

@@ -7,8 +7,9 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 
-from connectors.feishu.protocol import Messenger
+from connectors.feishu.protocol import Card, Messenger
 from storage.errors import RateLimited, SheetReelError, Transient
 from storage.models import Notification
 from storage.notifications import NotificationStore
@@ -68,7 +69,9 @@ class Notifier:
             if sent:
                 self.sleep(self.min_interval)  # Feishu allows 5 messages/s per chat
             try:
-                self.messenger.send_card(note.title, note.body, f"sheetreel-{note.project_id}-{note.id}", failed=note.event == "failed")
+                card = Card(title=note.title, markdown=note.body, failed=note.event == "failed",
+                            image=Path(note.image) if note.image else None, link=note.link or "")
+                self.messenger.send_card(card, f"sheetreel-{note.project_id}-{note.id}")
             except (RateLimited, Transient) as e:
                 retry_after = e.retry_after if isinstance(e, RateLimited) else None
                 self._postpone(note, e, self.retry.delay(note.attempts + 1, retry_after))

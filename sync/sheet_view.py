@@ -65,7 +65,7 @@ class SheetSide:
 
     def __call__(self, p: Project, segments: list[Segment], changes: list[Change]) -> Effects:
         events = {c.event for c in changes}
-        notify = announcement(p, self.sheet_url) if any(c.announced for c in changes) else None
+        notify = announcement(p, self.sheet_url, self.store.paths(p).cover) if any(c.announced for c in changes) else None
         if p.row_deleted or events <= {Event.sheet_refused, Event.row_deleted, Event.cleaned_up, Event.task_saved}:
             return Effects(notify=notify)  # a write the sheet refused would be refused again
         attachments, paths = {}, self.store.paths(p)

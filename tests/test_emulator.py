@@ -470,6 +470,32 @@ def test_im_message_and_uuid_dedupe(emu: Emulator, client: lark.Client) -> None:
         ("im", "oc_group", {"text": "done"}, "u-1"), ("im", "oc_group", {"text": "done"}, "u-2")]
 
 
+def test_card_images_are_uploaded_first_and_checked_when_the_card_is_sent(emu: Emulator, client: lark.Client) -> None:
+    from lark_oapi.api.im.v1 import CreateImageRequest, CreateImageRequestBody
+
+    def upload(data: bytes, kind: str = "message") -> Any:
+        body = CreateImageRequestBody.builder().image_type(kind).image(io.BytesIO(data)).build()
+        return client.im.v1.image.create(CreateImageRequest.builder().request_body(body).build())
+
+    def card(elements: list[dict]) -> Any:
+        content = {"schema": "2.0", "header": {"title": {"tag": "plain_text", "content": "t"}},
+                   "body": {"elements": elements}}
+        body = CreateMessageRequestBody.builder().receive_id("oc_group").msg_type("interactive") \
+            .content(json.dumps(content)).build()
+        return client.im.v1.message.create(
+            CreateMessageRequest.builder().receive_id_type("chat_id").request_body(body).build())
+
+    jpeg = b"\xff\xd8\xff\xe0" + b"\0" * 64
+    done = upload(jpeg)
+    assert done.success() and done.data.image_key.startswith("img_") and emu.image_bytes(done.data.image_key) == jpeg
+    assert upload(b"not a picture").code == 234011
+    assert upload(jpeg, kind="sticker").code == 234001
+    assert card([{"tag": "img", "img_key": done.data.image_key}]).success()
+    refused = card([{"tag": "img", "img_key": "img_v3_forged"}])
+    assert refused.code == 230099 and "img_key" in refused.msg
+    assert len(emu.messages) == 1
+
+
 def test_webhook_signature(emu: Emulator) -> None:
     emu.add_webhook("open-hook")
     emu.add_webhook("signed-hook", secret="demo")

@@ -38,11 +38,28 @@ def test_bot_announces_each_completion_and_failure_once(emulator, tmp_path):
     done = next(m for t, m in by_title.items() if "好视频" in t)
     failed = next(m for t, m in by_title.items() if "坏视频" in t)
     project = app.store.by_record(sheet.table_id, good)
-    assert project.final_url in done["content"]["elements"][0]["text"]["content"]
-    assert f"record={good}" in done["content"]["elements"][0]["text"]["content"]
-    assert "首帧图片为空" in failed["content"]["elements"][0]["text"]["content"]
+    assert done["content"]["schema"] == "2.0" and done["content"]["header"]["template"] == "green"
+    (cover,) = parts(done, "img")  # the cover, uploaded through the IM image API
+    (cell,) = sheet.row(good)["fields"][cols.cover]
+    assert emulator.image_bytes(cover["img_key"]) == emulator.media_bytes(cell["file_token"])
+    assert project.final_url in parts(done, "markdown")[0]["content"]
+    assert f"record={good}" in button_link(done)
+    assert not parts(failed, "img") and failed["content"]["header"]["template"] == "red"
+    assert "首帧图片为空" in parts(failed, "markdown")[0]["content"]
+    assert f"record={bad}" in button_link(failed)
     assert app.store.by_record(sheet.table_id, bad).state == ProjectState.failed
     assert all(n.sent_at for n in app.stores.notes.of_project(project.id))
+
+
+def parts(message: dict, tag: str) -> list[dict]:
+    return [e for e in message["content"]["body"]["elements"] if e["tag"] == tag]
+
+
+def button_link(message: dict) -> str:
+    (button,) = parts(message, "button")
+    (behaviour,) = button["behaviors"]
+    assert behaviour["type"] == "open_url"
+    return behaviour["default_url"]
 
 
 def test_webhook_messages_are_signed_and_rate_limits_are_retried(emulator, tmp_path):

@@ -6,23 +6,39 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import lark_oapi as lark
-from lark_oapi.api.im.v1 import CreateMessageRequest, CreateMessageRequestBody
+from lark_oapi.api.im.v1 import CreateImageRequest, CreateImageRequestBody, CreateMessageRequest, CreateMessageRequestBody
 
 from connectors import deadline
 from connectors.feishu import errors
+from connectors.feishu.protocol import Card
 from storage.errors import AuthFailed, Permanent, RateLimited, Unavailable
 
+log = logging.getLogger(__name__)
 
-def card(title: str, markdown: str, failed: bool) -> dict:
+
+def card_json(card: Card, image_key: str | None = None) -> dict:
+    """Card JSON 2.0: the cover (when uploaded), the text, and a button that opens the row."""
+    elements: list[dict] = []
+    if image_key:
+        elements.append({"tag": "img", "img_key": image_key, "alt": {"tag": "plain_text", "content": "封面"},
+                         "scale_type": "fit_horizontal"})
+    elements.append({"tag": "markdown", "content": card.markdown})
+    if card.link:
+        elements.append({"tag": "button", "text": {"tag": "plain_text", "content": "打开这一行"},
+                         "type": "danger" if card.failed else "primary",
+                         "behaviors": [{"type": "open_url", "default_url": card.link}]})
     return {
-        "config": {"wide_screen_mode": True},
-        "header": {"title": {"tag": "plain_text", "content": title}, "template": "red" if failed else "green"},
-        "elements": [{"tag": "div", "text": {"tag": "lark_md", "content": markdown}}],
+        "schema": "2.0",
+        "config": {"width_mode": "fill"},
+        "header": {"title": {"tag": "plain_text", "content": card.title}, "template": "red" if card.failed else "green"},
+        "body": {"elements": elements},
     }
 
 
@@ -33,17 +49,30 @@ class LarkMessenger:
     def __init__(self, client: lark.Client, chat_id: str):
         self.client, self.chat_id = client, chat_id
 
-    def send_card(self, title: str, markdown: str, dedupe_key: str, failed: bool = False) -> None:
+    def send_card(self, card: Card, dedupe_key: str) -> None:
         body = (
             CreateMessageRequestBody.builder()
             .receive_id(self.chat_id)
             .msg_type("interactive")
-            .content(json.dumps(card(title, markdown, failed), ensure_ascii=False))
+            .content(json.dumps(card_json(card, self._image_key(card.image)), ensure_ascii=False))
             .uuid(dedupe_key[:50])
             .build()
         )
         req = CreateMessageRequest.builder().receive_id_type("chat_id").request_body(body).build()
         errors.call("send message", lambda: self.client.im.v1.message.create(req))
+
+    def _image_key(self, image: Path | None) -> str | None:
+        """The cover, uploaded for this card; without it (gone from disk, refused) the card still goes."""
+        if image is None or not image.is_file():
+            return None
+        with image.open("rb") as f:
+            req = CreateImageRequest.builder().request_body(
+                CreateImageRequestBody.builder().image_type("message").image(f).build()).build()
+            try:
+                return errors.call("upload image", lambda: self.client.im.v1.image.create(req)).data.image_key
+            except (Permanent, AuthFailed) as e:  # e.g. no im:resource permission: the words still count
+                log.warning("card image not uploaded error=%s", e)
+                return None
 
 
 class WebhookMessenger:
@@ -53,8 +82,9 @@ class WebhookMessenger:
         self.url, self.secret, self.clock = url, secret, clock
         self.http = http or deadline.client(30, timeout=10)
 
-    def send_card(self, title: str, markdown: str, dedupe_key: str, failed: bool = False) -> None:
-        payload: dict = {"msg_type": "interactive", "card": card(title, markdown, failed)}
+    def send_card(self, card: Card, dedupe_key: str) -> None:
+        # A custom bot has no upload API, so its card has no picture.
+        payload: dict = {"msg_type": "interactive", "card": card_json(card)}
         if self.secret:
             ts = int(self.clock())
             payload |= {"timestamp": str(ts), "sign": sign(self.secret, ts)}

@@ -64,7 +64,17 @@ class BitableClient(Protocol):
     def download_media(self, file_token: str) -> bytes: ...
 
 
+class Card(BaseModel):
+    """One chat announcement."""
+
+    title: str
+    markdown: str
+    failed: bool = False
+    image: Path | None = None  # shown at the top when the sender can upload it (the app bot)
+    link: str = ""  # behind the card's button
+
+
 class Messenger(Protocol):
     """Sends a chat message; `dedupe_key` makes a resend of the same event a no-op."""
 
-    def send_card(self, title: str, markdown: str, dedupe_key: str, failed: bool = False) -> None: ...
+    def send_card(self, card: Card, dedupe_key: str) -> None: ...

@@ -169,6 +169,13 @@ class Emulator:
     def media_bytes(self, file_token: str) -> bytes:
         return self._state.media_bytes(file_token)[1]
 
+    def image_bytes(self, image_key: str) -> bytes:
+        """An image uploaded for messages (`POST /im/v1/images`), as a chat member would see it."""
+        data = self._state.blobs.get(image_key) if image_key in self._state.images else None
+        if data is None:
+            raise KeyError(image_key)
+        return data
+
     @property
     def messages(self) -> list[dict[str, Any]]:
         with self._state.lock:

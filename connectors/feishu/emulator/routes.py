@@ -64,6 +64,7 @@ def build_routes() -> list[Route]:
         _route("GET", _MEDIAS + "/batch_get_tmp_download_url", "media.tmp_url", drive.tmp_urls),
         _route("GET", _MEDIAS + "/{file_token}/download", "media.download", drive.download),
         _route("POST", "/open-apis/im/v1/messages", "im.message.create", messaging.create_message),
+        _route("POST", "/open-apis/im/v1/images", "im.image.create", messaging.upload_image),
         _route("POST", "/open-apis/bot/v2/hook/{hook_id}", "bot.webhook", messaging.webhook, auth=False),
         _route("GET", drive.TMP_ROUTE + "{file_token}", None, drive.tmp_download, auth=False),
     ]

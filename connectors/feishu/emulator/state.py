@@ -71,6 +71,7 @@ class State:
         self.media: dict[str, m.Media] = {}
         self.uploads: dict[str, m.UploadSession] = {}
         self.messages: list[dict[str, Any]] = []
+        self.images: dict[str, int] = {}  # IM image key -> size; the bytes live in `blobs`
         # Every record update as the client sent it (record id, fields), for checks that a row was
         # written once per change; kept in memory only, not in the saved state.
         self.writes: list[tuple[str, dict[str, Any]]] = []
@@ -179,6 +180,14 @@ class State:
             raise ApiError(DRIVE_PARAMS, f"file {token} not found", 404)
         return media, data
 
+    def add_image(self, data: bytes) -> str:
+        key = "img_v3_" + new_id("", 26)
+        self.blobs.put(key, data)
+        with self.lock:
+            self.images[key] = len(data)
+            self.on_change()
+        return key
+
     # --- contexts ------------------------------------------------------------
     def write_ctx(self, app_token: str) -> WriteContext:
         return WriteContext(app_token, self.media)
@@ -195,6 +204,7 @@ class State:
                 "media": [vars(md).copy() for md in self.media.values()],
                 "messages": copy.deepcopy(self.messages),
                 "hooks": dict(self.hooks),
+                "images": dict(self.images),
             }
 
     def restore(self, raw: dict[str, Any]) -> None:
@@ -203,4 +213,5 @@ class State:
             self.media = {md["file_token"]: m.Media(**md) for md in raw.get("media", [])}
             self.messages = list(raw.get("messages", []))
             self.hooks = dict(raw.get("hooks", {}))
+            self.images = dict(raw.get("images", {}))
             self.clock.advance_floor(int(raw.get("clock_ms", 0)))
