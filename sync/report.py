@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pipeline.text_width import width
-
 from connectors.video.protocol import RemoteTask
+from pipeline.text_width import width
 from storage.projects import ProjectStore
 
 

@@ -12,8 +12,8 @@ import json
 from typing import Any
 
 from .errors import ApiError
-from .multipart import MultipartError, parse_form
 from .ids import new_hex_id
+from .multipart import MultipartError, parse_form
 from .state import State
 from .wire import Reply, Request, json_reply
 
