@@ -111,6 +111,8 @@ class Project(SQLModel, table=True):
     # The stage to resume from on 重试 or after a crash; only ever a state with complete outputs.
     last_good: ProjectState = Field(default=ProjectState.pending, sa_column=state_column(ProjectState))
     mode: Mode = Field(default=Mode.auto, sa_column=state_column(Mode))
+    # The row's 优先级: higher runs first, then the oldest (a waiting project is reordered when it changes).
+    priority: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
     title: str = ""
     template: str = ""
     shot_count: int | None = None
@@ -181,6 +183,18 @@ class StepRun(SQLModel, table=True):
     ok: bool | None = None
     outcome: StepOutcome | None = Field(default=None, sa_column=Column(Enum(StepOutcome, native_enum=False, length=32)))
     error: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class Timing(SQLModel, table=True):
+    """How long one piece of work took on one host: the history that 进度's time estimate reads."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    work: str = Field(index=True)  # storyboard, shot or compose
+    backend: str = ""  # what did it: the storyboard or shot backend, or ffmpeg
+    host: str = ""
+    media_seconds: float  # the seconds of video it planned or made
+    wall_seconds: float
+    finished_at: datetime = Field(default_factory=utcnow, sa_column=Column(AwareDateTime, nullable=False))
 
 
 class OutboxEntry(SQLModel, table=True):

@@ -12,6 +12,7 @@ from storage.notifications import NotificationStore
 from storage.outbox import OutboxStore
 from storage.projects import Dispatch, ProjectStore
 from storage.sync_state import SyncState
+from storage.timings import TimingStore
 
 
 @dataclass(frozen=True)
@@ -20,9 +21,10 @@ class Stores:
     outbox: OutboxStore
     notes: NotificationStore
     sync: SyncState
+    timings: TimingStore
 
     @classmethod
     def open(cls, engine: Engine, data_dir: Path, dispatch: Dispatch | None = None,
              mirror: Callable[[Path], None] | None = None) -> Stores:
         return cls(ProjectStore(engine, data_dir, dispatch, mirror), OutboxStore(engine), NotificationStore(engine),
-                   SyncState(engine))
+                   SyncState(engine), TimingStore(engine))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -23,11 +24,12 @@ from storage.locks import AdvisoryLocks, FileLocks, ProjectLocks
 from storage.projects import Dispatch
 from storage.stores import Stores
 from sync import backends, lifecycle, links
+from sync.eta import Estimator
 from sync.lifecycle import Lifecycle
 from sync.metrics import Metrics
 from sync.notify import Notifier
 from sync.outbox import OutboxFlusher, TableWriter
-from sync.poller import Poller
+from sync.poller import Poller, queue_rank
 from sync.rows import ImageRef
 from sync.runner import ProjectRunner, RunnerDeps
 from sync.settings import Settings
@@ -93,7 +95,14 @@ def make_locks(settings: Settings) -> ProjectLocks:
 
 def make_lifecycle(settings: Settings, stores: Stores, clock: Callable[[], datetime] = utc_clock) -> Lifecycle:
     """Project changes, with the sheet side subscribed: each outcome writes its row and chat."""
-    return Lifecycle(stores.projects, SheetSide(stores.projects, settings.columns, clock, settings.feishu_sheet_url))
+    return Lifecycle(stores.projects, SheetSide(stores.projects, settings.columns, clock, settings.feishu_sheet_url,
+                                                make_estimator(settings, stores)))
+
+
+def make_estimator(settings: Settings, stores: Stores) -> Estimator:
+    """The time a project still needs, from this database's history of this host's work."""
+    return Estimator(stores.timings, template_library(settings), settings.storyboard_backend, settings.segment_backend,
+                     socket.gethostname())
 
 
 def make_writer(settings: Settings, stores: Stores, table: BitableClient, life: Lifecycle,
@@ -170,6 +179,7 @@ def make_runner(settings: Settings, stores: Stores, life: Lifecycle, locks: Proj
             prices=settings.video_prices,
             shared=shares_files(settings),
             metrics=metrics,
+            timings=stores.timings,
         )
     )
 
@@ -208,7 +218,7 @@ class App:
 
     def tick(self) -> int:
         """Poll once and queue whatever can run. Returns how many projects were queued."""
-        return sum(self.pool.submit(pid) for pid in self.poller.poll())
+        return sum(self.pool.submit(p.id, queue_rank(p)) for p in self.poller.poll())
 
     def flush(self) -> None:
         self.writer.flush()

@@ -123,6 +123,8 @@ def check_sheet(p: Project, segments: list[Segment], record: Record | None, cols
         if column == cols.updated_at:
             continue
         have = _cell_value(record.fields.get(column))
+        if column == cols.progress and have:
+            have = sheet_view.without_estimate(have)
         want = _cell_value(want)
         if have != want:
             out.append(Mismatch(p.id, p.record_id, "sheet", column, want, have))

@@ -182,12 +182,13 @@ def cmd_demo(args) -> int:
 
 def cmd_status(args) -> int:
     from sync import ops
-    from sync.app import make_stores
+    from sync.app import make_estimator, make_stores
     from sync.report import format_detail, format_table, project_detail, project_rows
 
     settings = _settings(args)
     require_db(settings)
-    store = make_stores(settings).projects
+    stores = make_stores(settings)
+    store = stores.projects
     if args.project:
         detail = project_detail(store, args.project)
         if detail is None:
@@ -195,7 +196,7 @@ def cmd_status(args) -> int:
         emit(detail, args.json, format_detail(detail))
         return 0
     chosen = {p.id for p in ops.select(store, args.state, args.date, args.template, args.record)}
-    rows = [r for r in project_rows(store) if r["project_id"] in chosen]
+    rows = [r for r in project_rows(store, make_estimator(settings, stores)) if r["project_id"] in chosen]
     emit(rows, args.json, format_table(rows))
     return 0
 

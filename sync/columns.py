@@ -20,6 +20,7 @@ class Action(str, enum.Enum):
 
 
 MODE_LABELS = {"自动": "auto", "分步": "step"}
+PRIORITY_LABELS = {"高": 1, "普通": 0, "低": -1}
 
 
 class Columns(BaseModel):
@@ -49,6 +50,8 @@ class Columns(BaseModel):
     # low-resolution animatic, so a plan is judged from pictures before any GPU time is spent.
     preview: str = "预览"
     animatic: str = "分镜预览"
+    # Optional single select (高/普通/低): the queue runs higher priority first, then the oldest row.
+    priority: str = "优先级"
     # A ModifiedTime field: lets a poll read only rows changed since the last one.
     modified_time: str = "最后修改时间"
     max_segments: int = Field(default=20, ge=1, le=20)
@@ -66,7 +69,7 @@ class Columns(BaseModel):
 
     def read_columns(self) -> list[str]:
         """What a poll needs to read of each row."""
-        return [self.title, *self.user_columns(), self.action, self.storyboard]
+        return [self.title, *self.user_columns(), self.action, self.storyboard, self.priority]
 
     def needed(self, segments: int) -> list[str]:
         """Every column SheetReel reads or writes for projects of up to `segments` shots."""
@@ -86,6 +89,7 @@ class Columns(BaseModel):
             (self.shot_count, FieldType.number, []),
             (self.publish_date, FieldType.datetime, []),
             (self.mode, FieldType.single_select, list(MODE_LABELS)),
+            (self.priority, FieldType.single_select, list(PRIORITY_LABELS)),
             (self.action, FieldType.single_select, [a.value for a in Action]),
             (self.storyboard, FieldType.text, []),
             (self.status, FieldType.single_select, list(STATE_LABELS.values())),

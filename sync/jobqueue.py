@@ -86,12 +86,14 @@ class JobQueue:
         from procrastinate.exceptions import AlreadyEnqueued
 
         # The job already waiting for this project (at most one) is moved to where and when the
-        # project now needs it: a 重试 brings a scheduled retry forward, new inputs re-route it.
+        # project now needs it: a 重试 brings a scheduled retry forward, new inputs re-route it, a
+        # new 优先级 reorders it (workers take higher priority first, then the job queued first).
         moved = session.execute(
-            text("UPDATE procrastinate_jobs SET queue_name = :queue, scheduled_at = :at, "
+            text("UPDATE procrastinate_jobs SET queue_name = :queue, scheduled_at = :at, priority = :priority, "
                  "args = jsonb_set(args, '{due}', to_jsonb(CAST(:due AS text))) "
                  "WHERE queueing_lock = :pid AND status = 'todo' RETURNING id"),
-            {"queue": queue, "at": at, "pid": project.id, "due": (at or self.clock()).isoformat()},
+            {"queue": queue, "at": at, "pid": project.id, "due": (at or self.clock()).isoformat(),
+             "priority": project.priority},
         ).first()
         if moved is not None:
             return
@@ -101,7 +103,7 @@ class JobQueue:
             # aborting the change it rides with.
             with session.begin_nested():
                 self._deferrer.configure_task(TASK, lock=project.id, queueing_lock=project.id, queue=queue,
-                                              schedule_at=at, connection=raw).defer(
+                                              schedule_at=at, priority=project.priority, connection=raw).defer(
                     project_id=project.id, due=(at or self.clock()).isoformat())
         except AlreadyEnqueued:
             return

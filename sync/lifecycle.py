@@ -73,6 +73,7 @@ class Event(str, enum.Enum):
     columns_missing = "columns_missing"  # the table lacks columns the write needs; the rest landed
     links_renewed = "links_renewed"  # signed URLs about to expire were signed anew
     cleaned_up = "cleaned_up"  # `cleanup` removed a finished project's intermediates
+    reprioritised = "reprioritised"  # the row's 优先级 changed: the queue order, nothing in the row
 
 
 USER_ACTIONS = frozenset({Event.start, Event.resume, Event.redo_storyboard, Event.redo_segment, Event.compose,
@@ -127,6 +128,7 @@ TABLE: dict[Event, dict[ProjectState, Target]] = {
     Event.columns_missing: _to(ALL, SAME),
     Event.links_renewed: _to(ALL, SAME),
     Event.cleaned_up: {S.completed: SAME},
+    Event.reprioritised: _to(ALL, SAME),
 }
 ANNOUNCED = frozenset({Event.step_failed, Event.crash_loop, Event.inputs_invalid})
 # Events after which a pending 取消 means nothing any more: the user asked for something newer,
@@ -427,6 +429,11 @@ def columns_missing(p: Project, columns: list[str]) -> Change:
 def cleaned_up(p: Project, now: datetime) -> Change:
     p.cleaned_at = now
     return _move(p, Event.cleaned_up)
+
+
+def reprioritised(p: Project, priority: int) -> Change:
+    p.priority = priority
+    return _move(p, Event.reprioritised)
 
 
 def links_renewed(p: Project, final_url: str | None, cover_url: str | None) -> Change:

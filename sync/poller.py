@@ -24,6 +24,10 @@ from sync.rows import RowInput, parse_row
 log = logging.getLogger(__name__)
 
 
+def queue_rank(p: Project) -> tuple:
+    return (-p.priority, p.created_at, p.id)
+
+
 class Poller:
     def __init__(
         self,
@@ -50,7 +54,7 @@ class Poller:
         self._fields: dict[str, int] | None = None
         self._last_full_scan: datetime | None = None
 
-    def poll(self) -> list[str]:
+    def poll(self) -> list[Project]:
         watermark = self.stores.sync.watermark(self.table.table_id)
         now = self.clock()
         if self._last_full_scan is None or now - self._last_full_scan >= self.full_scan_every:
@@ -58,7 +62,9 @@ class Poller:
             # modified time lagged behind its visibility); in between, polls cost one call.
             watermark, self._last_full_scan = 0, now
         newest, deferred = watermark, []
-        for record in self._changed_since(watermark):
+        # Oldest change first: rows new in one poll become projects in the order they were added,
+        # which is the queue's order among equal priorities.
+        for record in sorted(self._changed_since(watermark), key=lambda r: r.last_modified_time or 0):
             modified = record.last_modified_time or 0
             newest = max(newest, modified)
             try:
@@ -76,9 +82,11 @@ class Poller:
         self.stores.sync.set_watermark(self.table.table_id, min([newest, *(m - 1 for m in deferred)]))
         return self.runnable()
 
-    def runnable(self) -> list[str]:
+    def runnable(self) -> list[Project]:
+        """The projects that can run now, in the order they should: higher priority, then oldest."""
         now = self.clock()
-        return [p.id for p in self.store.projects(lifecycle.ALL - lifecycle.FINAL) if lifecycle.due(p, now)]
+        due = [p for p in self.store.projects(lifecycle.ALL - lifecycle.FINAL) if lifecycle.due(p, now)]
+        return sorted(due, key=queue_rank)
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -163,6 +171,8 @@ class Poller:
             take(lambda q: lifecycle.inputs_changed(q, apply_inputs(q, row, self.templates, today) + staged))
         if self._action_is_new(p, row):
             take(self._action(p, row))
+        if p.priority != row.priority:
+            take(lambda q: lifecycle.reprioritised(q, row.priority))
         return transitions, changes
 
     def _staged(self, p: Project, row: RowInput, today) -> list[str]:
@@ -208,7 +218,8 @@ class Poller:
 
     def _while_busy(self, project: Project, row: RowInput) -> bool:
         """A worker holds the project: only 取消 is taken now; the rest waits for the step to end."""
-        inputs_changed = project.input_hash != row.input_hash
+        # A new priority waits too: it orders the project's next stage.
+        inputs_changed = project.input_hash != row.input_hash or project.priority != row.priority
         if not self._action_is_new(project, row):
             return not inputs_changed
         if row.action != Action.cancel.value:

@@ -5,12 +5,14 @@ from __future__ import annotations
 from connectors.video.protocol import RemoteTask
 from pipeline.text_width import width
 from storage.projects import ProjectStore
+from sync.sheet_view import Estimate, progress_text
 
 
-def project_rows(store: ProjectStore) -> list[dict]:
+def project_rows(store: ProjectStore, estimate: Estimate | None = None) -> list[dict]:
     out = []
     for p in store.projects():
         final = store.paths(p).final_video if p.template else None
+        left = estimate(p, store.segments(p.id)) if estimate is not None else None
         out.append(
             {
                 "project_id": p.id,
@@ -19,6 +21,8 @@ def project_rows(store: ProjectStore) -> list[dict]:
                 "state": p.state.value,
                 "label": p.state.label,
                 "progress": p.progress,
+                "progress_text": progress_text(p, left),
+                "left_seconds": round(left, 1) if left is not None else None,
                 "shots": p.shot_count,
                 "duration": round(p.final_duration, 2) if p.final_duration else None,
                 "final_path": str(final) if final and final.is_file() else None,
@@ -28,6 +32,12 @@ def project_rows(store: ProjectStore) -> list[dict]:
             }
         )
     return out
+
+
+def _running(row: dict) -> str:
+    if row["state"] in ("completed", "failed", "cancelled"):
+        return "-"
+    return row.get("progress_text") or "-"
 
 
 def format_table(rows: list[dict]) -> str:
@@ -43,7 +53,7 @@ def format_table(rows: list[dict]) -> str:
             str(r["shots"] or "-"),
             f"{r['duration']:.1f}s" if r["duration"] else "-",
             *([f"{r['cost']:g}" if r["cost"] is not None else "-"] if costs else []),
-            r["error"] if r["error"] and not r["final_url"] else (r["final_url"] or r["final_path"] or "-"),
+            r["error"] if r["error"] and not r["final_url"] else (r["final_url"] or r["final_path"] or _running(r)),
         ]
         for r in rows
     ]

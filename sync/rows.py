@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from connectors.feishu.protocol import Record
 from storage.errors import BadInput
 from storage.models import Mode
-from sync.columns import MODE_LABELS, Columns
+from sync.columns import MODE_LABELS, PRIORITY_LABELS, Columns
 
 MIN_SHOTS, MAX_SHOTS = 1, 20
 # Longest text a cell may hold. A scene goes into every shot's prompt, so past this it is refused
@@ -44,6 +44,7 @@ class RowInput(BaseModel):
     shot_count: int | None = None  # None: the template's default
     publish_date: date | None = None  # None: today
     mode: Mode = Mode.auto
+    priority: int = 0  # not an input: a change reorders the queue, it does not redo the video
     action: str = ""
     storyboard: str = ""
     modified_ms: int | None = None
@@ -109,6 +110,8 @@ def parse_row(record: Record, cols: Columns, default_template: str, tz: ZoneInfo
         shot_count=parsed(cols.shot_count, shot_count, raw_shots),
         publish_date=parsed(cols.publish_date, lambda raw: publish_date(raw, tz), raw_date),
         mode=Mode(mode),
+        # An unknown label (an option added by hand) is 普通: the order is a hint, not worth an error.
+        priority=PRIORITY_LABELS.get(text(cols.priority), 0),
         action=text(cols.action)[:100],
         storyboard=parsed(cols.storyboard, text_of, f.get(cols.storyboard)) or "",
         modified_ms=record.last_modified_time,

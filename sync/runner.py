@@ -24,11 +24,13 @@ from pipeline.templates import TemplateConfig, TemplateLibrary
 from storage import atomic
 from storage.errors import BadInput, Cancelled, Permanent, SheetReelError
 from storage.locks import ProjectLocks
-from storage.models import Project, Segment, SegmentSource, SegmentState
+from storage.models import Project, Segment, SegmentSource, SegmentState, Timing
 from storage.projects import ProjectStore
 from storage.retry import RetryPolicy
 from storage.storyboard import Storyboard
+from storage.timings import TimingStore
 from sync import lifecycle
+from sync.eta import COMPOSER
 from sync.lifecycle import Lifecycle
 from sync.metrics import Metrics
 from sync.rows import ImageRef
@@ -67,6 +69,8 @@ class RunnerDeps:
     # needs is kept in the object store (publisher) and pulled from there when missing here.
     shared: bool = False
     metrics: Metrics = field(default_factory=Metrics)
+    # Where the time each piece of work took is kept (for the estimate in 进度); None: not kept.
+    timings: TimingStore | None = None
 
 
 class Stopping(Exception):
@@ -146,6 +150,8 @@ class ProjectRunner:
                         p.id, p.record_id, step, p.state.value, seconds, err)
             return None
         seconds = self._observe(step, "done", started)
+        if step != "segments":  # shots are timed one by one, as they finish
+            self._timed(p, step, seconds)
         log.info("step done project=%s record=%s step=%s state=%s seconds=%.1f", p.id, p.record_id, step,
                  p.state.value, seconds)
         return p
@@ -244,7 +250,9 @@ class ProjectRunner:
 
             self._commit(p, made, (seg,))
             if res.index in shot_started:
-                self.d.metrics.shot_seconds.labels(backend=res.backend).observe(time.monotonic() - shot_started[res.index])
+                took = time.monotonic() - shot_started[res.index]
+                self.d.metrics.shot_seconds.labels(backend=res.backend).observe(took)
+                self._record("shot", res.backend, res.duration or 0.0, took)
             log.info("shot done project=%s record=%s shot=%d backend=%s seconds=%.1f", p.id, p.record_id, res.index,
                      res.backend, res.duration or 0)
 
@@ -288,6 +296,27 @@ class ProjectRunner:
             log.warning("preview skipped project=%s record=%s error=%s", p.id, p.record_id, e)
             return
         self._share(*files)
+
+    def _timed(self, p: Project, step: str, seconds: float) -> None:
+        """A finished storyboard or compose, per second of the video it planned or made."""
+        try:
+            template = self.d.templates.get(p.template)
+            board = Storyboard.model_validate_json(p.storyboard_json or "")
+        except (SheetReelError, ValueError):
+            return
+        if step == "storyboard":
+            self._record(step, template.storyboard_backend or self.d.storyboard_backend, board.total_duration, seconds)
+        else:
+            self._record(step, COMPOSER, p.final_duration or board.total_duration, seconds)
+
+    def _record(self, work: str, backend: str, media_seconds: float, seconds: float) -> None:
+        if self.d.timings is None or media_seconds <= 0:
+            return
+        try:
+            self.d.timings.add(Timing(work=work, backend=backend, host=self.d.host, media_seconds=media_seconds,
+                                      wall_seconds=seconds, finished_at=self.d.clock()))
+        except Exception as e:  # noqa: BLE001 - history for estimates; the video is what matters
+            log.warning("timing not recorded work=%s error=%s", work, e)
 
     def _share(self, *files: Path) -> None:
         if self.d.shared:

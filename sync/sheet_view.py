@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -12,14 +13,29 @@ from storage.outbox import SheetUpdate
 from storage.projects import Effects, ProjectStore
 from storage.storyboard import Storyboard
 from sync.columns import Columns
+from sync.eta import spoken
 from sync.lifecycle import USER_ACTIONS, Change, Event
 from sync.messages import announcement
 
+log = logging.getLogger(__name__)
+ESTIMATE_MARK = " · 约"
 SOURCE_LABELS = {SegmentSource.ai: "AI", SegmentSource.stock: "实拍素材"}
+# Outcomes that change nothing the row shows.
+QUIET = frozenset({Event.sheet_refused, Event.row_deleted, Event.cleaned_up, Event.task_saved, Event.reprioritised})
 
 
-def progress_text(project: Project) -> str:
-    return f"{project.progress}% {project.progress_text}".strip()
+Estimate = Callable[[Project, list[Segment]], "float | None"]
+
+
+def progress_text(project: Project, left: float | None = None) -> str:
+    """`45% 生成第3/7段`, and `· 约6分钟` when the history says how long the rest takes."""
+    text = f"{project.progress}% {project.progress_text}".strip()
+    return f"{text}{ESTIMATE_MARK}{spoken(left)}" if left is not None else text
+
+
+def without_estimate(progress: str) -> str:
+    """The 进度 cell as the DB knows it: the estimate is of its moment and no state of ours."""
+    return progress.split(ESTIMATE_MARK, 1)[0]
 
 
 def render(
@@ -28,10 +44,11 @@ def render(
     cols: Columns,
     now: datetime,
     attachments: dict[str, list[str]] | None = None,
+    left: float | None = None,
 ) -> SheetUpdate:
     fields: dict = {
         cols.status: project.state.label,
-        cols.progress: progress_text(project),
+        cols.progress: progress_text(project, left),
         cols.error: "；".join(m for m in (project.error, project.notice) if m) or None,
         cols.project_id: project.id,
         cols.updated_at: int(now.timestamp() * 1000),
@@ -60,13 +77,14 @@ class SheetSide:
     text, the consumed 操作, the video files), and which outcomes are announced.
     """
 
-    def __init__(self, store: ProjectStore, cols: Columns, clock: Callable[[], datetime], sheet_url: str = ""):
-        self.store, self.cols, self.clock, self.sheet_url = store, cols, clock, sheet_url
+    def __init__(self, store: ProjectStore, cols: Columns, clock: Callable[[], datetime], sheet_url: str = "",
+                 estimate: Estimate | None = None):
+        self.store, self.cols, self.clock, self.sheet_url, self.estimate = store, cols, clock, sheet_url, estimate
 
     def __call__(self, p: Project, segments: list[Segment], changes: list[Change]) -> Effects:
         events = {c.event for c in changes}
         notify = announcement(p, self.sheet_url, self.store.paths(p).cover) if any(c.announced for c in changes) else None
-        if p.row_deleted or events <= {Event.sheet_refused, Event.row_deleted, Event.cleaned_up, Event.task_saved}:
+        if p.row_deleted or events <= QUIET:
             return Effects(notify=notify)  # a write the sheet refused would be refused again
         attachments, paths = {}, self.store.paths(p)
         if p.state == ProjectState.completed and events & {Event.step_succeeded, Event.resync}:
@@ -76,12 +94,21 @@ class SheetSide:
             attachments |= _present({self.cols.preview: paths.plan_sheet, self.cols.animatic: paths.animatic})
         if ProjectState.segments_ready in made:
             attachments |= _present({self.cols.preview: paths.shots_sheet})
-        sheet = render(p, segments, self.cols, self.clock(), attachments)
+        sheet = render(p, segments, self.cols, self.clock(), attachments, self._left(p, segments))
         if p.storyboard_json and ProjectState.storyboard_ready in made:
             sheet.fields[self.cols.storyboard] = to_text(Storyboard.model_validate_json(p.storyboard_json))
         if events & (USER_ACTIONS | {Event.action_refused}):
             sheet.fields[self.cols.action] = None
         return Effects(sheet=sheet, notify=notify)
+
+    def _left(self, p: Project, segments: list[Segment]) -> float | None:
+        if self.estimate is None:
+            return None
+        try:
+            return self.estimate(p, segments)
+        except Exception as e:  # noqa: BLE001 - an estimate is a nicety; the row's write is not
+            log.warning("estimate failed project=%s error=%s", p.id, e)
+            return None
 
 
 def _present(files: dict[str, Path]) -> dict[str, list[str]]:

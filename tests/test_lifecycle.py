@@ -61,6 +61,7 @@ EXPECTED = {
     Event.columns_missing: everywhere("same"),
     Event.links_renewed: everywhere("same"),
     Event.cleaned_up: row(completed=D),
+    Event.reprioritised: everywhere("same"),
 }
 PAIRS = [(event, state) for event in Event for state in EVERY]
 

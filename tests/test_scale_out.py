@@ -104,7 +104,7 @@ def announced(sheet: Sheet) -> Counter:
     found = Counter()
     for m in sheet.emu.messages:
         if m["kind"] == "im":
-            found.update(re.findall(r"record=(\w+)", str(m["content"])))
+            found.update(set(re.findall(r"record=(\w+)", str(m["content"]))))  # the text and the button name it
     return found
 
 
