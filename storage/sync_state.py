@@ -17,6 +17,15 @@ class SyncState(Repo):
     def set_watermark(self, table_id: str, watermark_ms: int) -> None:
         self._upsert(PollState(table_id=table_id, watermark_ms=watermark_ms))
 
+    def full_scan(self, table_id: str) -> datetime | None:
+        """When the whole table was last read: a new process (cron's `once`) need not read it again."""
+        with self.session() as s:
+            row = s.get(PollState, f"full_scan:{table_id}")
+            return datetime.fromtimestamp(row.watermark_ms / 1000, UTC) if row else None
+
+    def set_full_scan(self, table_id: str, at: datetime) -> None:
+        self._upsert(PollState(table_id=f"full_scan:{table_id}", watermark_ms=int(at.timestamp() * 1000)))
+
     def first_seen(self, key: str, now: datetime) -> datetime:
         """When `key` was first asked about (now, the first time). Kept beside the watermarks."""
         name = f"since:{key}"

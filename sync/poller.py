@@ -52,15 +52,18 @@ class Poller:
         # queued, so workers (which never talk to Feishu) find it in the object store.
         self.stage = stage
         self._fields: dict[str, int] | None = None
-        self._last_full_scan: datetime | None = None
 
     def poll(self) -> list[Project]:
-        watermark = self.stores.sync.watermark(self.table.table_id)
+        table_id = self.table.table_id
+        watermark = self.stores.sync.watermark(table_id)
         now = self.clock()
-        if self._last_full_scan is None or now - self._last_full_scan >= self.full_scan_every:
+        last = self.stores.sync.full_scan(table_id)
+        full = watermark == 0 or last is None or not timedelta(0) <= now - last < self.full_scan_every
+        if full:
             # A periodic full read catches anything an incremental read could miss (a row whose
-            # modified time lagged behind its visibility); in between, polls cost one call.
-            watermark, self._last_full_scan = 0, now
+            # modified time lagged behind its visibility); in between, polls cost one call, in
+            # this process or the next (the time is kept in the database, for cron's `once`).
+            watermark = 0
         newest, deferred = watermark, []
         # Oldest change first: rows new in one poll become projects in the order they were added,
         # which is the queue's order among equal priorities.
@@ -79,7 +82,9 @@ class Poller:
             if not done:
                 deferred.append(modified)
         # A row we could not handle now (its project is busy) must be read again next time.
-        self.stores.sync.set_watermark(self.table.table_id, min([newest, *(m - 1 for m in deferred)]))
+        self.stores.sync.set_watermark(table_id, min([newest, *(m - 1 for m in deferred)]))
+        if full:
+            self.stores.sync.set_full_scan(table_id, now)
         return self.runnable()
 
     def runnable(self) -> list[Project]:

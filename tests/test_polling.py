@@ -22,6 +22,12 @@ def test_idle_poll_of_a_large_table_is_one_call(sheet: Sheet):
     app.poller.poll()
     assert dict(sheet.emu.calls) == {"records.search": 1}
 
+    # A new process (cron's `sheetreel once`) knows when the table was last read in full: the same
+    # one page, plus the column listing every process reads once (not the 6 pages of the table).
+    sheet.emu.reset_calls()
+    sheet.app().once()
+    assert {k: v for k, v in sheet.emu.calls.items() if k != "token"} == {"fields.list": 1, "records.search": 1}
+
     # One user edit costs one call too, and is picked up.
     rid = app.store.projects()[0].record_id
     sheet.emu.set_cells(sheet.app_token, sheet.table_id, rid, {cols.template: "tiny"})
