@@ -220,6 +220,27 @@ def test_create_and_list_fields(emu: Emulator, client: lark.Client) -> None:
     assert page2.data.page_token is None
 
 
+def test_select_options_are_replaced_through_the_sdk_keeping_the_ids_of_kept_options(emu: Emulator,
+                                                                                     client: lark.Client) -> None:
+    from connectors.feishu.lark_client import LarkBitable
+
+    app = emu.create_app("options")
+    table = emu.create_table(app, "t", [("名称", 1), ("模板", 3, {"options": [{"name": "a"}, {"name": "b"}]})])
+    bitable = LarkBitable(client, app, table)
+    before = {o["name"]: o["id"] for o in emu._state.table(app, table).field_by_name("模板").property["options"]}
+    field = next(f for f in bitable.list_fields() if f.name == "模板")
+
+    updated = bitable.set_options(field, ["a", "c"])
+    assert updated.options == ["a", "c"] and updated.field_id == field.field_id
+    after = {o["name"]: o["id"] for o in emu._state.table(app, table).field_by_name("模板").property["options"]}
+    assert after["a"] == before["a"] and after["c"].startswith("opt") and "b" not in after
+    assert [f.options for f in bitable.list_fields() if f.name == "模板"] == [["a", "c"]]
+
+    gone = field.model_copy(update={"field_id": "fldMissing"})
+    with pytest.raises(Exception, match="1254046"):
+        bitable.set_options(gone, ["a"])
+
+
 # --- records: search, filters, sort, paging ------------------------------------------
 def test_search_filters(emu: Emulator, client: lark.Client, base: tuple[str, str]) -> None:
     app, table = base

@@ -19,6 +19,7 @@ from lark_oapi.api.bitable.v1 import (
     ListAppTableFieldRequest,
     SearchAppTableRecordRequest,
     SearchAppTableRecordRequestBody,
+    UpdateAppTableFieldRequest,
 )
 from lark_oapi.api.drive.v1 import (
     DownloadMediaRequest,
@@ -117,6 +118,20 @@ class LarkBitable:
             .build()
         )
         resp = self._call(f"create field {name}", lambda: self.client.bitable.v1.app_table_field.create(req))
+        return _field_info(resp.data.field)
+
+    def set_options(self, field: FieldInfo, options: list[str]) -> FieldInfo:
+        """A select field's options, replaced (Feishu clears the cells of an option left out)."""
+        spec = {"field_name": field.name, "type": field.type, "property": {"options": [{"name": o} for o in options]}}
+        req = (
+            UpdateAppTableFieldRequest.builder()
+            .app_token(self.app_token)
+            .table_id(self.table_id)
+            .field_id(field.field_id)
+            .request_body(AppTableField(spec))
+            .build()
+        )
+        resp = self._call(f"update field {field.name}", lambda: self.client.bitable.v1.app_table_field.update(req))
         return _field_info(resp.data.field)
 
     # -- records ---------------------------------------------------------------------------------

@@ -47,6 +47,8 @@ class BitableClient(Protocol):
 
     def create_field(self, name: str, type: int, options: list[str] | None = None) -> FieldInfo: ...
 
+    def set_options(self, field: FieldInfo, options: list[str]) -> FieldInfo: ...
+
     def search(
         self,
         filter: dict | None = None,

@@ -78,6 +78,14 @@ def create_field(state: State, req: Request) -> dict[str, Any]:
         return {"field": field.to_wire()}
 
 
+def update_field(state: State, req: Request) -> dict[str, Any]:
+    body = _body(req)
+    with state.lock:
+        field = state.update_field(_table(state, req), req.params["field_id"], body.get("field_name"), body.get("type"),
+                                   body.get("property"))
+        return {"field": field.to_wire()}
+
+
 def _description(raw: Any) -> str:
     if isinstance(raw, dict):
         raw = raw.get("text")

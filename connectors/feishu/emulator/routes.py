@@ -47,6 +47,7 @@ def build_routes() -> list[Route]:
         _route("GET", _TABLES, "tables.list", bitable.list_tables),
         _route("GET", _TABLE + "/fields", "fields.list", bitable.list_fields),
         _route("POST", _TABLE + "/fields", "fields.create", bitable.create_field, **write),
+        _route("PUT", _TABLE + "/fields/{field_id}", "fields.update", bitable.update_field, **write),
         _route("POST", _TABLE + "/records/search", "records.search", bitable.search),
         _route("POST", _TABLE + "/records/batch_create", "records.batch_create", bitable.batch_create, **write),
         _route("POST", _TABLE + "/records/batch_update", "records.batch_update", bitable.batch_update, **write),

@@ -17,7 +17,7 @@ from typing import Any
 
 from . import model as m
 from .blobs import BlobStore
-from .errors import BASE_NOT_FOUND, DRIVE_PARAMS, FIELD_NAME_DUPLICATED, TABLE_NOT_FOUND, ApiError, bad_body
+from .errors import BASE_NOT_FOUND, DRIVE_PARAMS, FIELD_ID_NOT_FOUND, FIELD_NAME_DUPLICATED, TABLE_NOT_FOUND, ApiError, bad_body
 from .ids import MsClock, new_id
 from .values import RenderContext, WriteContext, new_option
 
@@ -156,6 +156,27 @@ class State:
             description=description or "",
         )
         table.fields.append(field)
+        table.rev += 1
+        self.on_change()
+        return field
+
+    def update_field(self, table: m.Table, field_id: str, name: Any, field_type: Any, prop: Any = None) -> m.Field:
+        """PUT a field: its name and property replaced; select options named as before keep their ids."""
+        field = next((f for f in table.fields if f.field_id == field_id), None)
+        if field is None:
+            raise ApiError(FIELD_ID_NOT_FOUND, f"FieldIdNotFound: {field_id}", 404)
+        if not isinstance(name, str) or not name.strip():
+            raise bad_body("field_name is required")
+        if field_type != field.type:
+            raise bad_body("changing a field's type is not supported by the emulator")
+        other = table.field_by_name(name)
+        if other is not None and other is not field:
+            raise ApiError(FIELD_NAME_DUPLICATED, f"FieldNameDuplicated: {name}")
+        if field_type in m.SELECT_TYPES and isinstance(prop, dict):
+            known = {o["name"]: o for o in (field.property or {}).get("options", [])}
+            prop = {**prop, "options": [{**known.get(o.get("name"), {}), **o} if isinstance(o, dict) else o
+                                        for o in prop.get("options") or []]}
+        field.name, field.property = name, _normalise_property(field.type, prop)
         table.rev += 1
         self.on_change()
         return field
