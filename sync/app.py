@@ -13,7 +13,7 @@ from pathlib import Path
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from connectors.feishu.protocol import BitableClient, Messenger
+from connectors.feishu.protocol import BitableClient, Messenger, RecordEvents
 from connectors.fetch import ImageFetcher
 from pipeline.publish import Publisher
 from pipeline.templates import TemplateLibrary, bundled_templates_dir
@@ -34,6 +34,7 @@ from sync.rows import ImageRef
 from sync.runner import ProjectRunner, RunnerDeps
 from sync.settings import Settings
 from sync.sheet_view import SheetSide
+from sync.wakeup import Wakeup, listen_for_edits
 from sync.workers import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,28 @@ def make_messenger(settings: Settings, table: BitableClient) -> Messenger | None
     if settings.feishu_webhook_url:
         return WebhookMessenger(settings.feishu_webhook_url, settings.feishu_webhook_secret.get_secret_value())
     return None
+
+
+def make_record_events(settings: Settings, table: BitableClient) -> RecordEvents | None:
+    """The long connection when FEISHU_EVENTS is on and the table is a real Feishu one."""
+    from connectors.feishu.lark_client import LarkBitable
+
+    if not settings.feishu_events or not isinstance(table, LarkBitable):
+        return None
+    from connectors.feishu.lark_events import LarkRecordEvents
+
+    return LarkRecordEvents(table.client, settings.feishu_app_id, settings.feishu_app_secret.get_secret_value(),
+                            settings.feishu_base_url, [settings.feishu_app_token])
+
+
+def polling(settings: Settings, table: BitableClient, tick: Callable[[], object], stop: threading.Event
+            ) -> tuple[Wakeup, RecordEvents | None]:
+    """`tick` every POLL_INTERVAL_SECONDS, and at once when record events say a row changed."""
+    poll = Wakeup(safe(tick), settings.poll_interval_seconds, stop).start()
+    events = make_record_events(settings, table)
+    if events is not None:
+        events = listen_for_edits(events, table, settings.feishu_table_id, settings.columns, poll.poke)
+    return poll, events
 
 
 def template_library(settings: Settings) -> TemplateLibrary:
@@ -247,15 +270,18 @@ class App:
     def run(self, stop: threading.Event) -> None:
         """Poll and flush on a schedule until `stop` is set, then let running steps finish."""
         scheduler = schedule(self.settings, {
-            self.tick: self.settings.poll_interval_seconds,
             self.flush: self.settings.flush_interval_seconds,
             self.renew_links: min(3600.0, self.settings.oss_url_expiry_seconds / 6),
         })
+        poll, events = polling(self.settings, self.table, self.tick, stop)
         try:
             stop.wait()
         finally:
             # Running steps stop at their next safe point; their projects resume on the next start.
             self.stopping.set()
+            if events is not None:
+                events.close()
+            poll.join()
             scheduler.shutdown(wait=True)
             self.pool.shutdown()
             self.drain_outbox(timeout=30)

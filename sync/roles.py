@@ -28,6 +28,7 @@ from sync.app import (
     make_runner,
     make_stores,
     make_writer,
+    polling,
     schedule,
     shares_files,
     template_library,
@@ -62,7 +63,7 @@ class Gateway:
     """The one process per table that reads and writes Feishu."""
 
     def __init__(self, settings: Settings, table: BitableClient, clock: Callable[[], datetime] = utc_clock):
-        self.settings, self.clock = settings, clock
+        self.settings, self.table, self.clock = settings, table, clock
         self.queue = make_queue(settings, clock)
         self.stores = make_stores(settings, self.queue.dispatch)
         self.metrics = watched(Metrics(), self.stores, table, clock)
@@ -102,14 +103,17 @@ class Gateway:
 
     def run(self, stop: threading.Event) -> None:
         scheduler = schedule(self.settings, {
-            self.tick: self.settings.poll_interval_seconds,
             self.flush: self.settings.flush_interval_seconds,
             self.requeue_stalled: self.settings.stalled_seconds / 3,
             self.renew_links: min(3600.0, self.settings.oss_url_expiry_seconds / 6),
         })
+        poll, events = polling(self.settings, self.table, self.tick, stop)
         try:
             stop.wait()
         finally:
+            if events is not None:
+                events.close()
+            poll.join()
             scheduler.shutdown(wait=True)
             self.writer.drain(timeout=30)
 

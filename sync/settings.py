@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     # The whole of one Feishu call, however slowly the answer trickles in.
     feishu_deadline: float = Field(default=300.0, alias="FEISHU_DEADLINE_SECONDS", gt=0)
 
+    # Long connection (lark.ws): a row edit wakes the poll within a second; polling still catches all.
+    feishu_events: bool = Field(default=False, alias="FEISHU_EVENTS")
     feishu_chat_id: str = Field(default="", alias="FEISHU_CHAT_ID")
     feishu_webhook_url: str = Field(default="", alias="FEISHU_WEBHOOK_URL")
     feishu_webhook_secret: SecretStr = Field(default=SecretStr(""), alias="FEISHU_WEBHOOK_SECRET")

@@ -150,7 +150,7 @@ class Sheet:
 
     def start_run(self, **extra: str) -> subprocess.Popen:
         """`sheetreel run` on this sheet as a process of its own, polling and flushing briskly."""
-        env = {**os.environ, **self.env(POLL_INTERVAL_SECONDS="0.3", FLUSH_INTERVAL_SECONDS="0.2", **extra)}
+        env = {**os.environ, **self.env(**{"POLL_INTERVAL_SECONDS": "0.3", "FLUSH_INTERVAL_SECONDS": "0.2", **extra})}
         return subprocess.Popen([sys.executable, "-m", "sync.cli", "run"], env=env, cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=self.run_log.open("ab"))
 

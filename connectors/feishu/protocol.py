@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -80,3 +80,23 @@ class Messenger(Protocol):
     """Sends a chat message; `dedupe_key` makes a resend of the same event a no-op."""
 
     def send_card(self, card: Card, dedupe_key: str) -> None: ...
+
+
+class RecordChange(BaseModel):
+    """One row added, edited or deleted, as an event announced it (its values are not trusted or
+    needed: the poll that follows reads the row)."""
+
+    app_token: str
+    table_id: str
+    record_id: str
+    action: str  # record_added | record_edited | record_deleted
+    field_ids: frozenset[str] = frozenset()
+
+
+class RecordEvents(Protocol):
+    """Pushes record changes of some bases to `on_change` from a background thread until closed.
+    Best effort: an event may be late, lost or repeated, so it only ever wakes a poll."""
+
+    def start(self, on_change: Callable[[RecordChange], None]) -> None: ...
+
+    def close(self) -> None: ...

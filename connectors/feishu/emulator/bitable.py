@@ -212,9 +212,7 @@ def batch_delete(state: State, req: Request) -> dict[str, Any]:
         table = _table(state, req)
         for record_id in ids:
             rec.find(table, record_id)
-        for record_id in ids:
-            table.records.pop(record_id, None)
-        table.rev += 1
+        rec.remove(state, table, ids)
         state.on_change()
     return {"records": [{"deleted": True, "record_id": i} for i in ids]}
 
@@ -223,7 +221,6 @@ def delete_record(state: State, req: Request) -> dict[str, Any]:
     with state.lock:
         table = _table(state, req)
         record = rec.find(table, req.params["record_id"])
-        del table.records[record.record_id]
-        table.rev += 1
+        rec.remove(state, table, [record.record_id])
         state.on_change()
     return {"deleted": True, "record_id": record.record_id}

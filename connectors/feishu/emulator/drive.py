@@ -205,3 +205,13 @@ def tmp_download(state: State, req: Request) -> Reply:
         return json_reply({"code": 1061004, "msg": "forbidden: bad signature", "data": {}}, 403)
     media, data = state.media_bytes(token)
     return _file_reply(media, data)
+
+
+def subscribe(state: State, req: Request) -> dict[str, Any]:
+    """POST /drive/v1/files/:token/subscribe?file_type=bitable: record-change events for that base."""
+    if req.q("file_type") != "bitable":
+        raise ApiError(DRIVE_PARAMS, "file_type must be bitable for record events", 400)
+    with state.lock:
+        state.app(req.params["file_token"])
+    state.events.subscribe(req.params["file_token"])
+    return {}

@@ -15,6 +15,7 @@ from typing import Any
 from . import records as rec
 from .blobs import BlobStore, DirBlobs, MemoryBlobs
 from .errors import DRIVE_PARENT_MISSING, ApiError
+from .events import EventHub
 from .faults import FaultPlan
 from .ids import MsClock
 from .model import Table
@@ -67,6 +68,7 @@ class Emulator:
         host_text = str(bound_host)
         shown = f"[{host_text}]" if ":" in host_text else host_text
         self._url = f"http://{shown}:{bound_port}"
+        self._state.public_url = self._url
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="feishu-emulator", daemon=True
         )
@@ -74,6 +76,7 @@ class Emulator:
         return self._url
 
     def stop(self) -> None:
+        self._state.events.stop()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -99,6 +102,11 @@ class Emulator:
     @property
     def url(self) -> str:
         return self._url
+
+    @property
+    def events(self) -> EventHub:
+        """The long-connection side: subscriptions, connected clients, the acks they sent."""
+        return self._state.events
 
     # --- seeding and UI-like edits ------------------------------------------------
     def create_app(self, name: str = "SheetReel demo", app_token: str | None = None,
@@ -140,8 +148,7 @@ class Emulator:
     def delete_record(self, app_token: str, table_id: str, record_id: str) -> None:
         with self._state.lock:
             table = self._state.table(app_token, table_id)
-            del table.records[rec.find(table, record_id).record_id]
-            table.rev += 1
+            rec.remove(self._state, table, [rec.find(table, record_id).record_id])
             self._state.on_change()
 
     def upload_media(self, app_token: str, name: str, data: bytes, mime: str | None = None) -> str:

@@ -61,6 +61,7 @@ def insert(state: State, table: m.Table, cells: Cells) -> m.Record:
     record = m.Record(new_id("rec", 11), kept, now, now)
     table.records[record.record_id] = record
     table.rev += 1
+    state.record_changed(table, record.record_id, "record_added", {}, kept)
     return record
 
 
@@ -75,10 +76,22 @@ def apply(state: State, table: m.Table, record: m.Record, cells: Cells) -> bool:
             updated[field_id] = stored
     if updated == record.cells:
         return False
+    changed = {k for k in updated.keys() | record.cells.keys() if updated.get(k) != record.cells.get(k)}
+    before = {k: record.cells.get(k) for k in changed}
     record.cells = updated
     record.modified_ms = state.clock.tick()
     table.rev += 1
+    state.record_changed(table, record.record_id, "record_edited", before, {k: updated.get(k) for k in changed})
     return True
+
+
+def remove(state: State, table: m.Table, record_ids: list[str]) -> None:
+    """Delete records that exist (callers check with `find` first)."""
+    for record_id in record_ids:
+        record = table.records.pop(record_id, None)
+        if record is not None:
+            state.record_changed(table, record_id, "record_deleted", record.cells, {})
+    table.rev += 1
 
 
 def find(table: m.Table, record_id: Any) -> m.Record:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import hmac
+import json
 import mimetypes
 import threading
 from collections.abc import Callable, Sequence
@@ -18,8 +19,9 @@ from typing import Any
 from . import model as m
 from .blobs import BlobStore
 from .errors import BASE_NOT_FOUND, DRIVE_PARAMS, FIELD_ID_NOT_FOUND, FIELD_NAME_DUPLICATED, TABLE_NOT_FOUND, ApiError, bad_body
+from .events import EventHub
 from .ids import MsClock, new_id
-from .values import RenderContext, WriteContext, new_option
+from .values import RenderContext, WriteContext, new_option, render
 
 FieldSpec = tuple[str, int] | tuple[str, int, dict[str, Any] | None]
 DEFAULT_MIME = "application/octet-stream"
@@ -77,6 +79,8 @@ class State:
         self.writes: list[tuple[str, dict[str, Any]]] = []
         self.hooks: dict[str, str | None] = {}
         self.on_change: Callable[[], None] = lambda: None
+        self.events = EventHub(app_id, app_secret)
+        self.public_url = "http://127.0.0.1"  # attachment URLs inside pushed events
         # Tokens derive from the credentials, so a restarted emulator accepts the
         # token the SDK cached from the previous run (it never refreshes on 99991663).
         self._key = hashlib.sha256(f"{app_id}\n{app_secret}".encode()).digest()
@@ -180,6 +184,23 @@ class State:
         table.rev += 1
         self.on_change()
         return field
+
+    def record_changed(self, table: m.Table, record_id: str, action: str, before: dict[str, Any],
+                       after: dict[str, Any]) -> None:
+        """Tell the event hub (§6.3: values keyed by field id, each a JSON string of the read value)."""
+        app_token = next((a.app_token for a in self.apps.values() if a.tables.get(table.table_id) is table), None)
+        if app_token is None:
+            return
+        ctx = self.render_ctx(table, self.public_url)
+        by_id = {f.field_id: f for f in table.fields}
+
+        def values(cells: dict[str, Any]) -> list[dict[str, Any]]:
+            return [{"field_id": fid, "field_value": json.dumps(render(by_id[fid], v, ctx), ensure_ascii=False)}
+                    for fid, v in cells.items() if fid in by_id and v is not None]
+
+        action_item = {"record_id": record_id, "action": action, "before_value": values(before),
+                       "after_value": values(after)}
+        self.events.record_changed(app_token, table.table_id, table.rev, [action_item])
 
     # --- media ---------------------------------------------------------------
     def add_media(self, name: str, data: bytes, mime: str | None, parent_type: str, parent_node: str) -> m.Media:
