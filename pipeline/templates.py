@@ -95,6 +95,9 @@ class TemplateConfig(Strict):
     # Added to every shot's seed: another value gives every video of the template other takes.
     seed: int = Field(default=0, ge=0)
     prompt_file: str = "storyboard_prompt.md"
+    # What the template would otherwise make without (narration "tts", voiceover subtitles "asr"),
+    # named here when a video without it is not worth making: the template is then not offered.
+    requires: list[Literal["tts", "asr"]] = Field(default_factory=list)
     folder: Path
 
     @property

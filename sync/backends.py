@@ -13,6 +13,7 @@ from connectors.video.kenburns import KenBurnsGenerator
 from connectors.video.protocol import SegmentGenerator
 from connectors.video.stock import StockGenerator, StockLibrary
 from pipeline.storyboard import Storyboarder, TemplateStoryboarder
+from pipeline.templates import TemplateLibrary
 from sync.settings import Settings
 
 
@@ -117,3 +118,20 @@ def object_store(settings: Settings) -> ObjectStore:
             public_base_url=settings.oss_public_base_url or None,
         )
     return LocalObjectStore(settings.public_dir, settings.public_url)
+
+
+def host_capabilities(settings: Settings) -> frozenset[str]:
+    """What this host's settings provide, in the terms of `sync.requirements`."""
+    from sync.requirements import capabilities
+
+    return capabilities(storyboarders(settings), generators(settings), bool(settings.tts_base_url),
+                        bool(settings.asr_model_dir))
+
+
+def offered_templates(settings: Settings, library: TemplateLibrary) -> tuple[list[str], dict[str, list[str]]]:
+    """The templates the 模板 column should offer on this host, and why each other one is not offered."""
+    from sync.requirements import offered
+
+    ok, held_back = offered(library, host_capabilities(settings), settings.storyboard_backend,
+                            settings.segment_backend)
+    return ok, {t: [r.without for r in reasons] for t, reasons in held_back.items()}

@@ -114,27 +114,42 @@ def _now():
 
 
 def cmd_init(args) -> int:
-    from pipeline.templates import TemplateLibrary, bundled_templates_dir
-    from sync.app import make_table
-    from sync.schema import TYPE_NAMES, check_columns, create_missing
+    from sync.app import make_table, template_library
+    from sync.backends import offered_templates
+    from sync.schema import TYPE_NAMES, check_columns, create_missing, sync_options
 
     with sheet_settings(load_settings(args.data_dir)) as live:
         settings = need_sheet(live)
         table = make_table(settings)
-        roots = [r for r in (settings.templates_dir, bundled_templates_dir()) if r]
-        report = check_columns(table, settings.columns.schema(TemplateLibrary(*roots).ids()))
+        offered, held_back = offered_templates(settings, template_library(settings))
+        report = check_columns(table, settings.columns.schema(offered))
         created = create_missing(table, report) if args.create else []
+        options = sync_options(table, settings.columns.template, offered, apply=args.create)
     missing = [name for name, _, _ in report.missing if name not in created]
     wrong = [f"{n}: is {TYPE_NAMES.get(a, a)}, should be {TYPE_NAMES.get(e, e)}" for n, e, a in report.wrong_type]
+    col = settings.columns.template
     lines = [f"connected: table {settings.feishu_table_id} in base {settings.feishu_app_token}"]
     lines += [f"created column {n}" for n in created]
     lines += [f"missing column {n} ({TYPE_NAMES.get(t, t)})" for n, t, _ in report.missing if n in missing]
     lines += [f"wrong type: {w}" for w in wrong]
+    lines.append(f"templates offered in {col}: {', '.join(offered) or 'none'}")
+    lines += [f"template {t} not offered: {'；'.join(why)}" for t, why in held_back.items()]
+    if options is not None and col not in created:
+        added, removed = ("added", "removed") if args.create else ("to add", "to remove")
+        lines += [f"{col} option {o}: {added}" for o in options.add]
+        lines += [f"{col} option {o}: {removed} (no row picks it)" for o in options.remove]
+        lines += [f"{col} option {o}: kept although not offered, {n} row(s) pick it" for o, n in options.kept.items()]
+        if options.changes and not args.create:
+            lines.append(f"hint: run `sheetreel init --create` to bring the {col} options up to date")
     if missing and not args.create:
         lines.append("hint: run `sheetreel init --create` to add the missing columns")
     ok = not missing and not wrong
     lines.append("columns OK" if ok else "columns need attention")
-    emit({"created": created, "missing": missing, "wrong_type": wrong, "ok": ok}, args.json, "\n".join(lines))
+    payload = {"created": created, "missing": missing, "wrong_type": wrong, "ok": ok, "offered": offered,
+               "not_offered": held_back,
+               "options": None if options is None else {"added": options.add, "removed": options.remove,
+                                                        "kept": options.kept, "applied": bool(args.create)}}
+    emit(payload, args.json, "\n".join(lines))
     return 0 if ok else 1
 
 

@@ -16,6 +16,7 @@ from storage import atomic
 from storage.paths import safe_component
 from sync import lifecycle
 from sync.app import App, make_table, template_library
+from sync.backends import offered_templates
 from sync.columns import Columns
 from sync.progress import PlainLines, ProgressView
 from sync.schema import check_columns, create_missing
@@ -118,7 +119,8 @@ def run_demo(
             on_progress(f"stock footage: synthetic clips in {library} (set STOCK_LIBRARY_DIR for real ones)")
             settings = demo_settings(data_dir, base_url, table_ref, STOCK_LIBRARY_DIR=library)
         app = App(settings, make_table(settings))
-        create_missing(app.table, check_columns(app.table, settings.columns.schema(app.templates.ids())))
+        offered, _ = offered_templates(settings, app.templates)
+        create_missing(app.table, check_columns(app.table, settings.columns.schema(offered)))
         seed_rows(settings, rows, shots, template)
         stop = threading.Event()
         worker = threading.Thread(target=app.run, args=(stop,), name="sheetreel-demo", daemon=True)

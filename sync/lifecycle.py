@@ -309,10 +309,13 @@ def task_saved(p: Project) -> Change:
     return _move(p, Event.task_saved)
 
 
-def step_succeeded(p: Project, progress: int, text: str) -> Change:
+def step_succeeded(p: Project, progress: int, text: str, notice: str | None = None) -> Change:
+    """`notice`: what the row should know about how the step went (made without narration...)."""
     change = _move(p, Event.step_succeeded)
     p.last_good, p.attempts, p.outage_waits, p.retry_at, p.crash_resumes = p.state, 0, 0, None, 0
     p.progress, p.progress_text = progress, text
+    if notice is not None:
+        p.notice = notice
     if p.state == S.completed:
         p.error = ""
     return change

@@ -33,6 +33,7 @@ from sync import lifecycle
 from sync.eta import COMPOSER
 from sync.lifecycle import Lifecycle
 from sync.metrics import Metrics
+from sync.requirements import Requirement, capabilities, unmet
 from sync.rows import ImageRef
 from sync.staging import fetch_opening_image, fresh_cache
 
@@ -168,6 +169,10 @@ class ProjectRunner:
         paths = self.d.store.paths(p)
         paths.make_dirs()
         template = self.d.templates.get(p.template)
+        # Refused before any work. Several hosts: the stages run where their queues are served,
+        # so what this host lacks says nothing.
+        if not self.d.shared and (blocking := [r.without for r in self._unmet(template) if r.essential]):
+            raise Permanent("；".join(blocking))
         self._opening_image(p)
         backend = template.storyboard_backend or self.d.storyboard_backend
         if backend == "llm" and template.llm_images:
@@ -271,8 +276,9 @@ class ProjectRunner:
         paths.make_dirs()
         if self.d.shared:
             self.d.publisher.pull(*(paths.segment(s.index) for s in board.shots))
-        if template.narration.enabled and self.d.speech is None:
-            log.warning("narration skipped project=%s template=%s reason=TTS_BASE_URL not set", p.id, template.id)
+        without = [r for r in self._unmet(template) if not r.essential]
+        for r in without:
+            log.warning("made without project=%s template=%s need=%s", p.id, template.id, r.need)
         sound = final_cut.soundtrack(board, template, self.d.speech, self.d.transcriber, paths.final_dir)
         self._checkpoint(p)
         music = final_cut.music_bed(template, board.total_duration, paths.final_dir)
@@ -282,11 +288,16 @@ class ProjectRunner:
 
         def made(q: Project) -> lifecycle.Change:
             q.final_duration, q.final_url, q.cover_url = result.duration, final_url, cover_url
-            return lifecycle.step_succeeded(q, 100, "已完成")
+            return lifecycle.step_succeeded(q, 100, "已完成", notice="；".join(r.without for r in without))
 
         return self._commit(p, made)
 
     # -- helpers --------------------------------------------------------------------------------
+
+    def _unmet(self, template: TemplateConfig) -> list[Requirement]:
+        have = capabilities(self.d.storyboarders, self.d.generators, self.d.speech is not None,
+                            self.d.transcriber is not None)
+        return unmet(template, have, self.d.storyboard_backend, self.d.segment_backend)
 
     def _preview(self, p: Project, draw: Callable[[], None], *files: Path) -> None:
         """A picture for the row: worth a try, never worth failing the video for."""

@@ -9,7 +9,7 @@ from storage.models import ProjectState
 from sync.cli import main
 from sync.rows import text_of
 
-from conftest import Sheet
+from conftest import TEST_TEMPLATES, Sheet
 
 
 def env_for(monkeypatch, sheet: Sheet, **override) -> None:
@@ -73,3 +73,43 @@ def test_a_column_the_table_lacks_is_named_in_the_row_and_the_rest_still_flows(e
     row = sheet.row(rid)["fields"]
     assert text_of(row[cols.status]) == ProjectState.completed.label and "「进度」" in text_of(row[cols.error])
     assert app.stores.outbox.size() == 0
+
+
+def template_options(emulator, sheet) -> list[str]:
+    from sync.app import make_table
+
+    return next(f.options for f in make_table(sheet.settings).list_fields() if f.name == sheet.cols.template)
+
+
+def test_the_template_column_offers_what_this_host_can_make_and_keeps_options_rows_still_pick(
+        sheet, monkeypatch, capsys, tmp_path):
+    cols = sheet.cols
+    [picked] = sheet.add_rows([{cols.title: "旧行", cols.template: "tiny-story"}])
+    [gone] = sheet.add_rows([{cols.title: "删掉的行", cols.template: "旧模板"}])
+    sheet.emu.delete_record(sheet.app_token, sheet.table_id, gone)
+    env_for(monkeypatch, sheet, SHEETREEL_TEMPLATES_DIR=str(TEST_TEMPLATES))
+    assert template_options(sheet.emu, sheet) == ["tiny", "pet-eating", "tiny-story", "旧模板"]
+
+    assert main(["init"]) == 0
+    out = capsys.readouterr().out
+    assert "templates offered in 模板: cloud, pet-eating, photo-chain, tiny" in out
+    assert ("template tiny-story not offered: 模板“tiny-story”要求部分镜头使用实拍素材（ai_ratio=0.5），"
+            "但没有配置素材库：请设置 STOCK_LIBRARY_DIR") in out
+    assert "template landscape-story not offered" in out
+    assert "模板 option cloud: to add" in out and "模板 option 旧模板: to remove (no row picks it)" in out
+    assert "模板 option tiny-story: kept although not offered, 1 row(s) pick it" in out
+    assert "hint: run `sheetreel init --create` to bring the 模板 options up to date" in out
+    assert template_options(sheet.emu, sheet) == ["tiny", "pet-eating", "tiny-story", "旧模板"]  # nothing applied
+
+    assert main(["init", "--create"]) == 0
+    capsys.readouterr()
+    assert template_options(sheet.emu, sheet) == ["tiny", "pet-eating", "tiny-story", "cloud", "photo-chain"]
+    assert text_of(sheet.row(picked)["fields"][cols.template]) == "tiny-story"  # the row keeps its choice
+
+    # A stock library makes the stock templates runnable here: they are offered from then on.
+    (tmp_path / "stock").mkdir()
+    monkeypatch.setenv("STOCK_LIBRARY_DIR", str(tmp_path / "stock"))
+    assert main(["init", "--create"]) == 0
+    assert "template landscape-story not offered" not in capsys.readouterr().out
+    assert template_options(sheet.emu, sheet) == ["tiny", "pet-eating", "tiny-story", "cloud", "photo-chain",
+                                                  "landscape-story"]

@@ -77,20 +77,25 @@ def test_llm_story_with_stock_shots_narration_subtitles_logo_and_transitions(emu
     assert text_of(row[cols.storyboard]).startswith("1. [zoom_in 1s] 镜头1\n旁白：清晨的山谷。")
 
 
-def test_a_stock_template_without_a_library_says_which_setting_to_set(sheet: Sheet):
+def test_a_stock_template_without_a_library_is_refused_before_any_work_saying_which_setting_to_set(sheet: Sheet):
     cols = sheet.cols
     (rid,) = sheet.add_rows([{cols.image: sheet.image_cell(), cols.template: "tiny-story"}])
     app = sheet.app()
     app.once()
     project = app.store.by_record(sheet.table_id, rid)
-    assert project.state == ProjectState.failed and "STOCK_LIBRARY_DIR" in project.error
-    assert project.last_good == ProjectState.storyboard_ready
+    assert project.state == ProjectState.failed and project.last_good == ProjectState.pending
+    row = sheet.row(rid)["fields"]
+    assert text_of(row[cols.error]).startswith("模板“tiny-story”要求部分镜头使用实拍素材（ai_ratio=0.5），"
+                                               "但没有配置素材库：请设置 STOCK_LIBRARY_DIR")
+    assert cols.storyboard not in row and project.storyboard_json is None
 
 
 def test_stock_clips_are_remembered_and_a_redone_shot_is_a_new_take(emulator, tmp_path):
     sheet = Sheet(emulator, tmp_path / "d", STOCK_LIBRARY_DIR=make_stock_library(tmp_path / "stock"))
     cols = sheet.cols
     app, rid, project = story_done(sheet)
+    # No TTS here: the narrated template is made without its narration, and the row says so.
+    assert text_of(sheet.row(rid)["fields"][cols.error]) == "未配置配音（TTS_BASE_URL）：成片没有旁白和字幕"
     stock = [s for s in app.store.segments(project.id) if s.source == SegmentSource.stock]
     assert [s.index for s in stock] == [1, 2]  # tiny-story: ai_ratio 0.5 of 3 shots, shot 1 always AI
     clips = [s.clip for s in stock]

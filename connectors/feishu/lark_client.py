@@ -95,13 +95,16 @@ class LarkBitable:
     # -- fields ----------------------------------------------------------------------------------
 
     def list_fields(self) -> list[FieldInfo]:
+        return [_field_info(f) for f in self._fields()]
+
+    def _fields(self) -> list[Any]:
         out, page_token = [], None
         while True:
             b = ListAppTableFieldRequest.builder().app_token(self.app_token).table_id(self.table_id).page_size(100)
             if page_token:
                 b = b.page_token(page_token)
             data = self._call("list fields", lambda: self.client.bitable.v1.app_table_field.list(b.build())).data
-            out += [_field_info(f) for f in data.items or []]
+            out += data.items or []
             if not data.has_more:
                 return out
             page_token = data.page_token
@@ -121,8 +124,13 @@ class LarkBitable:
         return _field_info(resp.data.field)
 
     def set_options(self, field: FieldInfo, options: list[str]) -> FieldInfo:
-        """A select field's options, replaced (Feishu clears the cells of an option left out)."""
-        spec = {"field_name": field.name, "type": field.type, "property": {"options": [{"name": o} for o in options]}}
+        """A select field's options, replaced (Feishu clears the cells of an option left out). Kept
+        options go back with their ids and colours, so the cells that use them stay as they are."""
+        current = {o.name: o for f in self._fields() if f.field_id == field.field_id
+                   for o in ((f.property.options if f.property else None) or [])}
+        sent = [{"name": n, **({"id": current[n].id, "color": current[n].color} if n in current else {})}
+                for n in options]
+        spec = {"field_name": field.name, "type": field.type, "property": {"options": sent}}
         req = (
             UpdateAppTableFieldRequest.builder()
             .app_token(self.app_token)
