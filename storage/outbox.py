@@ -32,13 +32,20 @@ class SheetUpdate:
 
 
 class OutboxStore(Repo):
-    def entries(self) -> list[OutboxEntry]:
+    def entries(self, table_id: str | None = None) -> list[OutboxEntry]:
+        """What waits (for one table, when given)."""
         with self.session() as s:
-            return list(s.exec(select(OutboxEntry).order_by(OutboxEntry.id)))
+            q = select(OutboxEntry).order_by(OutboxEntry.id)
+            if table_id is not None:
+                q = q.where(OutboxEntry.table_id == table_id)
+            return list(s.exec(q))
 
-    def size(self) -> int:
+    def size(self, table_id: str | None = None) -> int:
         with self.session() as s:
-            return s.exec(select(func.count()).select_from(OutboxEntry)).one()
+            q = select(func.count()).select_from(OutboxEntry)
+            if table_id is not None:
+                q = q.where(OutboxEntry.table_id == table_id)
+            return s.exec(q).one()
 
     def backlog(self, now: datetime) -> tuple[int, float]:
         """How many writes wait, and the age in seconds of the oldest (0 when none)."""
@@ -77,10 +84,13 @@ class OutboxStore(Repo):
                 s.add(entry)
             s.commit()
 
-    def release(self) -> None:
+    def release(self, table_id: str | None = None) -> None:
         """The table answers again: every postponed write is due now, its backoff started over."""
         with self.session() as s:
-            for entry in s.exec(select(OutboxEntry).where(OutboxEntry.next_attempt_at != None)):  # noqa: E711
+            q = select(OutboxEntry).where(OutboxEntry.next_attempt_at != None)  # noqa: E711
+            if table_id is not None:
+                q = q.where(OutboxEntry.table_id == table_id)
+            for entry in s.exec(q):
                 entry.attempts, entry.next_attempt_at = 0, None
                 s.add(entry)
             s.commit()

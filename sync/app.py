@@ -7,7 +7,8 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,9 +22,11 @@ from storage import atomic
 from storage.db import make_engine, normalize_url
 from storage.errors import Unavailable
 from storage.locks import AdvisoryLocks, FileLocks, ProjectLocks
+from storage.models import Project
 from storage.projects import Dispatch
 from storage.stores import Stores
 from sync import backends, lifecycle, links
+from sync.connections import Connection, load_connections
 from sync.eta import Estimator
 from sync.lifecycle import Lifecycle
 from sync.metrics import Metrics
@@ -33,7 +36,8 @@ from sync.poller import Poller, queue_rank
 from sync.rows import ImageRef
 from sync.runner import ProjectRunner, RunnerDeps
 from sync.settings import Settings
-from sync.sheet_view import SheetSide
+from sync.sheet_view import ByTable, SheetSide
+from sync.staging import FetchImage
 from sync.wakeup import Wakeup, listen_for_edits
 from sync.workers import WorkerPool
 
@@ -70,8 +74,9 @@ def make_messenger(settings: Settings, table: BitableClient) -> Messenger | None
     return None
 
 
-def make_record_events(settings: Settings, table: BitableClient) -> RecordEvents | None:
-    """The long connection when FEISHU_EVENTS is on and the table is a real Feishu one."""
+def make_record_events(settings: Settings, table: BitableClient, app_tokens: list[str]) -> RecordEvents | None:
+    """The long connection when FEISHU_EVENTS is on and the tables are real Feishu ones (one
+    connection for the app, subscribed to each base)."""
     from connectors.feishu.lark_client import LarkBitable
 
     if not settings.feishu_events or not isinstance(table, LarkBitable):
@@ -79,17 +84,7 @@ def make_record_events(settings: Settings, table: BitableClient) -> RecordEvents
     from connectors.feishu.lark_events import LarkRecordEvents
 
     return LarkRecordEvents(table.client, settings.feishu_app_id, settings.feishu_app_secret.get_secret_value(),
-                            settings.feishu_base_url, [settings.feishu_app_token])
-
-
-def polling(settings: Settings, table: BitableClient, tick: Callable[[], object], stop: threading.Event
-            ) -> tuple[Wakeup, RecordEvents | None]:
-    """`tick` every POLL_INTERVAL_SECONDS, and at once when record events say a row changed."""
-    poll = Wakeup(safe(tick), settings.poll_interval_seconds, stop).start()
-    events = make_record_events(settings, table)
-    if events is not None:
-        events = listen_for_edits(events, table, settings.feishu_table_id, settings.columns, poll.poke)
-    return poll, events
+                            settings.feishu_base_url, app_tokens)
 
 
 def template_library(settings: Settings) -> TemplateLibrary:
@@ -117,9 +112,12 @@ def make_locks(settings: Settings) -> ProjectLocks:
 
 
 def make_lifecycle(settings: Settings, stores: Stores, clock: Callable[[], datetime] = utc_clock) -> Lifecycle:
-    """Project changes, with the sheet side subscribed: each outcome writes its row and chat."""
-    return Lifecycle(stores.projects, SheetSide(stores.projects, settings.columns, clock, settings.feishu_sheet_url,
-                                                make_estimator(settings, stores)))
+    """Project changes, with the sheet side subscribed: each outcome writes its row (in the
+    column names of the project's table) and chat."""
+    estimate = make_estimator(settings, stores)
+    sides = {c.table_id: SheetSide(stores.projects, c.settings.columns, clock, c.settings.feishu_sheet_url, estimate)
+             for c in load_connections(settings)}
+    return Lifecycle(stores.projects, ByTable(sides))
 
 
 def make_estimator(settings: Settings, stores: Stores) -> Estimator:
@@ -156,20 +154,21 @@ def make_writer(settings: Settings, stores: Stores, table: BitableClient, life: 
         target = hashlib.sha256((settings.feishu_chat_id or settings.feishu_webhook_url).encode()).hexdigest()[:16]
         notifier = Notifier(stores.notes, messenger, clock, settings.sheet_retry(),
                             since=stores.sync.first_seen(f"chat:{target}", clock()),
-                            backlog=timedelta(hours=settings.chat_backlog_hours))
+                            backlog=timedelta(hours=settings.chat_backlog_hours), table_id=settings.feishu_table_id)
     return TableWriter(make_locks(settings), table.table_id, flusher, notifier)
 
 
-def make_fetch_image(settings: Settings, download_media: Callable[[str], bytes] | None) -> Callable[[ImageRef, Path], None]:
-    """Fetch a row's opening image: a sheet attachment through the table (when this process may
-    talk to Feishu), a link through the guarded fetcher."""
+def make_fetch_image(settings: Settings, tables: Mapping[str, BitableClient] | None) -> FetchImage:
+    """Fetch a row's opening image: a sheet attachment through the row's table (when this process
+    may talk to Feishu), a link through the guarded fetcher."""
     fetcher = ImageFetcher(settings.image_max_bytes, settings.allow_private_urls, deadline=settings.image_deadline_seconds)
 
-    def fetch_image(ref: ImageRef, dest: Path) -> None:
+    def fetch_image(ref: ImageRef, dest: Path, table_id: str) -> None:
         if ref.file_token:
-            if download_media is None:
+            table = (tables or {}).get(table_id)
+            if table is None:
                 raise Unavailable("首帧图片还在从飞书取回，稍后自动重试 (opening image not staged yet)")
-            atomic.write_bytes(dest, download_media(ref.file_token))
+            atomic.write_bytes(dest, table.download_media(ref.file_token))
         else:
             fetcher.fetch(ref.url or "", dest)
 
@@ -219,32 +218,83 @@ def make_publisher(settings: Settings) -> Publisher:
     return Publisher(backends.object_store(settings), settings.data_dir / "projects")
 
 
-class App:
-    """The all-in-one service of one host: the Feishu link and the workers in one process."""
+@dataclass
+class Link:
+    """One table the service serves: its Feishu client, its poller and its one writer."""
 
-    def __init__(self, settings: Settings, table: BitableClient, clock: Callable[[], datetime] = utc_clock):
-        self.settings, self.table, self.clock = settings, table, clock
+    connection: Connection
+    table: BitableClient
+    poller: Poller
+    writer: TableWriter
+
+
+def make_links(settings: Settings, stores: Stores, life: Lifecycle, locks: ProjectLocks, templates: TemplateLibrary,
+               clock: Callable[[], datetime], table: BitableClient | None = None,
+               stage: Callable[[Project], None] | None = None) -> list[Link]:
+    """A link per configured table; `table` is the client of the only one (tests, the demo)."""
+    connections = load_connections(settings)
+    if table is not None and len(connections) != 1:
+        raise ValueError("a table client was given, but SHEETREEL_CONNECTIONS names several tables")
+    out = []
+    for c in connections:
+        s, client = c.settings, table or make_table(c.settings)
+        poller = Poller(client, stores, life, locks, s.columns, templates, s.tz, clock, s.default_template,
+                        timedelta(minutes=s.full_scan_minutes), stage=stage)
+        out.append(Link(c, client, poller, make_writer(s, stores, client, life, clock)))
+    return out
+
+
+def polling_all(settings: Settings, links: list[Link], tick: Callable[[], object], stop: threading.Event
+                ) -> tuple[Wakeup, RecordEvents | None]:
+    """`tick` every POLL_INTERVAL_SECONDS, and at once when record events say a row changed."""
+    poll = Wakeup(safe(tick), settings.poll_interval_seconds, stop).start()
+    events = make_record_events(settings, links[0].table, [link.connection.settings.feishu_app_token for link in links])
+    if events is not None:
+        events = listen_for_edits(events, [(link.table, link.connection.settings.columns) for link in links], poll.poke)
+    return poll, events
+
+
+class App:
+    """The all-in-one service of one host: the Feishu link of each table and the workers, in one process."""
+
+    def __init__(self, settings: Settings, table: BitableClient | None = None, clock: Callable[[], datetime] = utc_clock):
+        self.settings, self.clock = settings, clock
         self.stores = make_stores(settings)
-        self.metrics = watched(Metrics(), self.stores, table, clock)
         self.store = self.stores.projects
         self.life = make_lifecycle(settings, self.stores, clock)
         self.stopping = threading.Event()
         self.templates = template_library(settings)
         self.locks = make_locks(settings)
         self.publisher = make_publisher(settings)
+        self.links = make_links(settings, self.stores, self.life, self.locks, self.templates, clock, table)
+        self.metrics = Metrics()
+        for link in self.links:
+            watched(self.metrics, self.stores, link.table, clock)
+        tables = {link.connection.table_id: link.table for link in self.links}
         self.runner = make_runner(settings, self.stores, self.life, self.locks, self.templates, self.publisher,
-                                  make_fetch_image(settings, table.download_media), clock, self.stopping, self.metrics)
-        self.poller = Poller(table, self.stores, self.life, self.locks, settings.columns, self.templates, settings.tz,
-                             clock, settings.default_template, timedelta(minutes=settings.full_scan_minutes))
-        self.writer = make_writer(settings, self.stores, table, self.life, clock)
+                                  make_fetch_image(settings, tables), clock, self.stopping, self.metrics)
         self.pool = WorkerPool(self.runner.run, settings.workers)
 
+    # The first (in one-table set-ups, the only) table's parts.
+    @property
+    def table(self) -> BitableClient:
+        return self.links[0].table
+
+    @property
+    def poller(self) -> Poller:
+        return self.links[0].poller
+
+    @property
+    def writer(self) -> TableWriter:
+        return self.links[0].writer
+
     def tick(self) -> int:
-        """Poll once and queue whatever can run. Returns how many projects were queued."""
-        return sum(self.pool.submit(p.id, queue_rank(p)) for p in self.poller.poll())
+        """Poll each table once and queue whatever can run. Returns how many projects were queued."""
+        return sum(self.pool.submit(p.id, queue_rank(p)) for link in self.links for p in link.poller.poll())
 
     def flush(self) -> None:
-        self.writer.flush()
+        for link in self.links:
+            link.writer.flush()
 
     def once(self, timeout: float = 3600, write_timeout: float = 600) -> bool:
         """One poll, run everything it found to a resting point, writing results back as they come
@@ -260,7 +310,8 @@ class App:
         return self.drain_outbox(timeout=write_timeout)
 
     def drain_outbox(self, timeout: float) -> bool:
-        return self.writer.drain(timeout)
+        deadline = time.monotonic() + timeout
+        return all([link.writer.drain(max(deadline - time.monotonic(), 0.0)) for link in self.links])
 
     def renew_links(self) -> int:
         """Sign anew the links that have less than a third of their lifetime left."""
@@ -273,7 +324,7 @@ class App:
             self.flush: self.settings.flush_interval_seconds,
             self.renew_links: min(3600.0, self.settings.oss_url_expiry_seconds / 6),
         })
-        poll, events = polling(self.settings, self.table, self.tick, stop)
+        poll, events = polling_all(self.settings, self.links, self.tick, stop)
         try:
             stop.wait()
         finally:
@@ -285,7 +336,6 @@ class App:
             scheduler.shutdown(wait=True)
             self.pool.shutdown()
             self.drain_outbox(timeout=30)
-
 
 
 def schedule(settings: Settings, jobs: dict[Callable[[], object], float]) -> BackgroundScheduler:

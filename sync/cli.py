@@ -183,6 +183,7 @@ def cmd_demo(args) -> int:
 def cmd_status(args) -> int:
     from sync import ops
     from sync.app import make_estimator, make_stores
+    from sync.connections import load_connections
     from sync.report import format_detail, format_table, project_detail, project_rows
 
     settings = _settings(args)
@@ -196,19 +197,20 @@ def cmd_status(args) -> int:
         emit(detail, args.json, format_detail(detail))
         return 0
     chosen = {p.id for p in ops.select(store, args.state, args.date, args.template, args.record)}
-    rows = [r for r in project_rows(store, make_estimator(settings, stores)) if r["project_id"] in chosen]
+    tables = {c.table_id: c.name for c in load_connections(settings)} if settings.connections_file else None
+    rows = [r for r in project_rows(store, make_estimator(settings, stores), tables) if r["project_id"] in chosen]
     emit(rows, args.json, format_table(rows))
     return 0
 
 
 def _live_app(args):
-    from sync.app import App, make_table
+    from sync.app import App
 
     settings = _settings(args)
     missing = settings.missing_feishu()
     if missing:
         raise CliError(f"missing settings: {', '.join(missing)}", "set them in the environment or .env (see README), or try `sheetreel demo`")
-    return App(settings, make_table(settings))
+    return App(settings)
 
 
 def cmd_once(args) -> int:
@@ -251,7 +253,6 @@ def cmd_run(args) -> int:
 
 
 def cmd_gateway(args) -> int:
-    from sync.app import make_table
     from sync.roles import Gateway, require_postgres
 
     settings = _settings(args)
@@ -259,7 +260,7 @@ def cmd_gateway(args) -> int:
     missing = settings.missing_feishu()
     if missing:
         raise CliError(f"missing settings: {', '.join(missing)}", "set them in the environment or .env (see README)")
-    return _until_signal(Gateway(settings, make_table(settings)), "gateway polling")
+    return _until_signal(Gateway(settings), "gateway polling")
 
 
 def cmd_worker(args) -> int:

@@ -114,17 +114,32 @@ def _now():
 
 
 def cmd_init(args) -> int:
+    from sync.connections import load_connections
+
+    with sheet_settings(load_settings(args.data_dir)) as live:
+        connections = load_connections(need_sheet(live))
+        reports = [_init_table(c.settings, args.create) for c in connections]
+    if len(connections) == 1:
+        payload, text = reports[0]
+        emit(payload, args.json, text)
+        return 0 if payload["ok"] else 1
+    ok = all(payload["ok"] for payload, _ in reports)
+    tables = [{"name": c.name, **payload} for c, (payload, _) in zip(connections, reports, strict=True)]
+    text = "\n\n".join(f"[{c.name}]\n{t}" for c, (_, t) in zip(connections, reports, strict=True))
+    emit({"ok": ok, "tables": tables}, args.json, text)
+    return 0 if ok else 1
+
+
+def _init_table(settings, create: bool) -> tuple[dict, str]:
     from sync.app import make_table, template_library
     from sync.backends import offered_templates
     from sync.schema import TYPE_NAMES, check_columns, create_missing, sync_options
 
-    with sheet_settings(load_settings(args.data_dir)) as live:
-        settings = need_sheet(live)
-        table = make_table(settings)
-        offered, held_back = offered_templates(settings, template_library(settings))
-        report = check_columns(table, settings.columns.schema(offered))
-        created = create_missing(table, report) if args.create else []
-        options = sync_options(table, settings.columns.template, offered, apply=args.create)
+    table = make_table(settings)
+    offered, held_back = offered_templates(settings, template_library(settings))
+    report = check_columns(table, settings.columns.schema(offered))
+    created = create_missing(table, report) if create else []
+    options = sync_options(table, settings.columns.template, offered, apply=create)
     missing = [name for name, _, _ in report.missing if name not in created]
     wrong = [f"{n}: is {TYPE_NAMES.get(a, a)}, should be {TYPE_NAMES.get(e, e)}" for n, e, a in report.wrong_type]
     col = settings.columns.template
@@ -135,22 +150,21 @@ def cmd_init(args) -> int:
     lines.append(f"templates offered in {col}: {', '.join(offered) or 'none'}")
     lines += [f"template {t} not offered: {'；'.join(why)}" for t, why in held_back.items()]
     if options is not None and col not in created:
-        added, removed = ("added", "removed") if args.create else ("to add", "to remove")
+        added, removed = ("added", "removed") if create else ("to add", "to remove")
         lines += [f"{col} option {o}: {added}" for o in options.add]
         lines += [f"{col} option {o}: {removed} (no row picks it)" for o in options.remove]
         lines += [f"{col} option {o}: kept although not offered, {n} row(s) pick it" for o, n in options.kept.items()]
-        if options.changes and not args.create:
+        if options.changes and not create:
             lines.append(f"hint: run `sheetreel init --create` to bring the {col} options up to date")
-    if missing and not args.create:
+    if missing and not create:
         lines.append("hint: run `sheetreel init --create` to add the missing columns")
     ok = not missing and not wrong
     lines.append("columns OK" if ok else "columns need attention")
     payload = {"created": created, "missing": missing, "wrong_type": wrong, "ok": ok, "offered": offered,
                "not_offered": held_back,
                "options": None if options is None else {"added": options.add, "removed": options.remove,
-                                                        "kept": options.kept, "applied": bool(args.create)}}
-    emit(payload, args.json, "\n".join(lines))
-    return 0 if ok else 1
+                                                        "kept": options.kept, "applied": create}}
+    return payload, "\n".join(lines)
 
 
 def cmd_inspect(args) -> int:
@@ -252,6 +266,7 @@ def cmd_health(args) -> int:
     from connectors.feishu.protocol import BitableClient
     from sync import health
     from sync.app import make_stores, make_table
+    from sync.connections import load_connections
 
     settings = load_settings(args.data_dir)
     checks: dict[str, tuple[bool, str]] = {}
@@ -277,15 +292,21 @@ def cmd_health(args) -> int:
             checks["sheet"] = (False, "not configured")
         else:
             try:
-                table: BitableClient = make_table(live)
-                names = {f.name for f in table.list_fields()}
-                checks["sheet"] = (True, f"{len(names)} columns")
-                # A missing column silently loses that part of every row's write.
-                missing = [c for c in live.columns.needed(shots) if c not in names]
-                checks["columns"] = (not missing, f"missing {', '.join(missing)} (sheetreel init adds them)"
-                                     if missing else "every column SheetReel uses is there")
+                connections = load_connections(live)
             except SheetReelError as e:
-                checks["sheet"] = (False, str(e))
+                connections, checks["sheet"] = [], (False, str(e))
+            for c in connections:
+                named = f" {c.name}" if len(connections) > 1 else ""
+                try:
+                    table: BitableClient = make_table(c.settings)
+                    names = {f.name for f in table.list_fields()}
+                    checks[f"sheet{named}"] = (True, f"{len(names)} columns")
+                    # A missing column silently loses that part of every row's write.
+                    missing = [n for n in c.settings.columns.needed(shots) if n not in names]
+                    checks[f"columns{named}"] = (not missing, f"missing {', '.join(missing)} (sheetreel init adds them)"
+                                                 if missing else "every column SheetReel uses is there")
+                except SheetReelError as e:
+                    checks[f"sheet{named}"] = (False, str(e))
     checks.update(health.host_checks(settings))
     ok = all(good for good, _ in checks.values())
     emit({"ok": ok, "checks": {k: {"ok": g, "detail": d} for k, (g, d) in checks.items()}}, args.json,

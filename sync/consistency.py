@@ -10,6 +10,8 @@ from storage.projects import ProjectStore
 from storage.stores import Stores
 from sync import repair
 from sync.checks import Mismatch, check_project, check_sheet, meta_without_db
+from sync.columns import Columns
+from sync.connections import load_connections
 from sync.settings import Settings
 from sync.staging import pull_for_check
 
@@ -21,19 +23,27 @@ class Result:
     unknown_rows: list[str] = field(default_factory=list)
 
 
-def _records(settings: Settings) -> dict[str, Record]:
+@dataclass
+class _Sheet:
+    columns: Columns
+    records: dict[str, Record]
+
+
+def _sheets(settings: Settings) -> dict[str, _Sheet]:
+    """Each served table's rows, by table id, read in that table's column names."""
     from sync.app import make_table
 
-    return {r.record_id: r for r in make_table(settings).search()}
+    return {c.table_id: _Sheet(c.settings.columns, {r.record_id: r for r in make_table(c.settings).search()})
+            for c in load_connections(settings)}
 
 
 def verify(store: ProjectStore, settings: Settings | None, project_id: str | None = None,
            pull: Publisher | None = None) -> Result:
-    """With `pull` (several hosts), this host's folders are a cache: the store's copies are checked."""
+    """With `pull` (several hosts), this host's folders are a cache: the store's copies are checked.
+    A project of a table this service no longer serves is checked without its sheet."""
     from sync.app import utc_clock
 
-    records = _records(settings) if settings else {}
-    cols = (settings.columns if settings else None) or _default_columns()
+    sheets = _sheets(settings) if settings else {}
     result = Result()
     for p in store.projects():
         if project_id and p.id != project_id:
@@ -41,7 +51,10 @@ def verify(store: ProjectStore, settings: Settings | None, project_id: str | Non
         result.checked.append(p.id)
         if pull is not None:
             pull_for_check(pull, store.paths(p), p, store.segments(p.id))
-        result.mismatches += check_project(store, p, records.get(p.record_id), cols, utc_clock(), with_sheet=settings is not None)
+        sheet = sheets.get(p.table_id)
+        cols = sheet.columns if sheet else (settings.columns if settings else Columns())
+        result.mismatches += check_project(store, p, sheet.records.get(p.record_id) if sheet else None, cols,
+                                           utc_clock(), with_sheet=sheet is not None)
     if not project_id:
         result.mismatches += list(meta_without_db(store))
     return result
@@ -50,14 +63,18 @@ def verify(store: ProjectStore, settings: Settings | None, project_id: str | Non
 def compare_sheet(store: ProjectStore, settings: Settings) -> Result:
     from sync.app import utc_clock
 
-    records = _records(settings)
+    sheets = _sheets(settings)
     result = Result()
     known = set()
     for p in store.projects():
+        sheet = sheets.get(p.table_id)
+        if sheet is None:
+            continue  # a table this service does not serve
         known.add(p.record_id)
         result.checked.append(p.id)
-        result.mismatches += check_sheet(p, store.segments(p.id), records.get(p.record_id), settings.columns, utc_clock())
-    result.unknown_rows = [rid for rid in records if rid not in known]
+        result.mismatches += check_sheet(p, store.segments(p.id), sheet.records.get(p.record_id), sheet.columns,
+                                         utc_clock())
+    result.unknown_rows = [rid for sheet in sheets.values() for rid in sheet.records if rid not in known]
     return result
 
 
@@ -72,13 +89,8 @@ def fix(stores: Stores, settings: Settings, live: Settings | None, mismatches: l
     life = make_lifecycle(live or settings, stores)
     done = repair.apply(life, make_locks(settings), mismatches)
     if live is not None and stores.outbox.size():
-        drained = make_writer(live, stores, make_table(live), life).drain(drain_seconds)
+        drained = all([make_writer(c.settings, stores, make_table(c.settings), life).drain(drain_seconds)
+                       for c in load_connections(live)])
         left = stores.outbox.size()
         done.append("sheet updated" if drained else f"{left} sheet writes still pending; `sheetreel run` will send them")
     return done
-
-
-def _default_columns():
-    from sync.columns import Columns
-
-    return Columns()

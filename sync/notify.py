@@ -31,11 +31,13 @@ class Notifier:
         sleep: Callable[[float], None] = time.sleep,
         since: datetime | None = None,
         backlog: timedelta = timedelta(hours=24),
+        table_id: str | None = None,
     ):
         self.notes, self.messenger, self.clock, self.retry = notes, messenger, clock, retry
         self.min_interval, self.sleep = min_interval, sleep
         # Announce only what happened since the chat was turned on, and within `backlog`.
         self.since, self.backlog = since, backlog
+        self.table_id = table_id  # only this table's projects are announced here
         self._lock = threading.Lock()
         self._probe = Probe()
 
@@ -46,9 +48,9 @@ class Notifier:
         with self._lock:
             now = self.clock()
             horizon = max(filter(None, (self.since, now - self.backlog)))
-            if skipped := self.notes.skip_older(horizon, "未发送：早于群通知开启时间，或已超过补发时限"):
+            if skipped := self.notes.skip_older(horizon, "未发送：早于群通知开启时间，或已超过补发时限", self.table_id):
                 log.info("old notifications not sent count=%d since=%s", skipped, horizon.isoformat())
-            unsent = self.notes.due()  # one read: what is due now, and what backs off
+            unsent = self.notes.due(table_id=self.table_id)  # one read: what is due now, and what backs off
             due = [n for n in unsent if n.next_attempt_at is None or n.next_attempt_at <= now]
             waiting = len(unsent) - len(due)
             if not due and waiting and self._probe.due(now):
@@ -58,8 +60,8 @@ class Notifier:
                 self._probe.tried(now)
             sent = self._send(due)
             if sent and waiting:
-                self.notes.release(before=now + GIVEN_UP / 2)  # it is: what backed off goes now
-                sent += self._send(self.notes.due(self.clock()))
+                self.notes.release(before=now + GIVEN_UP / 2, table_id=self.table_id)  # it is: what backed off goes now
+                sent += self._send(self.notes.due(self.clock(), self.table_id))
         return sent
 
     def _send(self, notes: list[Notification]) -> int:

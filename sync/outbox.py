@@ -88,7 +88,7 @@ class OutboxFlusher:
         with self._lock:
             result = FlushResult()
             now = self.clock()
-            rows = coalesce(self.outbox.entries())
+            rows = coalesce(self.outbox.entries(self.table.table_id))
             # A record waits as a whole: sending its newer entries ahead of a postponed older one
             # would let the older value land last and win.
             due = [r for r in rows if r.not_before is None or r.not_before <= now]
@@ -97,8 +97,8 @@ class OutboxFlusher:
             if due:
                 self._probe.tried(now)
             if self._send_all(due, result) and result.written and len(due) < len(rows):
-                self.outbox.release()  # it is: what backed off during the outage goes now
-                self._send_all(coalesce(self.outbox.entries()), result)
+                self.outbox.release(self.table.table_id)  # it is: what backed off during the outage goes now
+                self._send_all(coalesce(self.outbox.entries(self.table.table_id)), result)
             return result
 
     def _send_all(self, rows: list[RowWrite], result: FlushResult) -> bool:
@@ -214,7 +214,7 @@ class TableWriter:
         deadline = time.monotonic() + timeout
         while True:
             self.flush()
-            if not self.flusher.outbox.size():
+            if not self.flusher.outbox.size(self.table_id):
                 return True
             if time.monotonic() > deadline:
                 return False

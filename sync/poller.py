@@ -88,9 +88,10 @@ class Poller:
         return self.runnable()
 
     def runnable(self) -> list[Project]:
-        """The projects that can run now, in the order they should: higher priority, then oldest."""
-        now = self.clock()
-        due = [p for p in self.store.projects(lifecycle.ALL - lifecycle.FINAL) if lifecycle.due(p, now)]
+        """This table's projects that can run now, in the order they should: higher priority, then oldest."""
+        now, table_id = self.clock(), self.table.table_id
+        due = [p for p in self.store.projects(lifecycle.ALL - lifecycle.FINAL)
+               if p.table_id == table_id and lifecycle.due(p, now)]
         return sorted(due, key=queue_rank)
 
     # -- reading ----------------------------------------------------------------------------------

@@ -8,7 +8,9 @@ from storage.projects import ProjectStore
 from sync.sheet_view import Estimate, progress_text
 
 
-def project_rows(store: ProjectStore, estimate: Estimate | None = None) -> list[dict]:
+def project_rows(store: ProjectStore, estimate: Estimate | None = None, tables: dict[str, str] | None = None
+                 ) -> list[dict]:
+    """`tables`: the name of each served table by id, when there are several (SHEETREEL_CONNECTIONS)."""
     out = []
     for p in store.projects():
         final = store.paths(p).final_video if p.template else None
@@ -16,6 +18,7 @@ def project_rows(store: ProjectStore, estimate: Estimate | None = None) -> list[
         out.append(
             {
                 "project_id": p.id,
+                **({"table": tables.get(p.table_id, p.table_id)} if tables is not None else {}),
                 "record_id": p.record_id,
                 "title": p.title,
                 "state": p.state.value,
@@ -45,9 +48,11 @@ def format_table(rows: list[dict]) -> str:
     (its link, else the local file), or the error. Padded by display width: a CJK character is two
     columns, so Chinese titles keep the columns aligned."""
     costs = any(r["cost"] is not None for r in rows)  # a column only where a price table is set
-    headers = ["行", "状态", "镜头", "时长", *(["费用"] if costs else []), "成片 / 错误"]
+    tables = any("table" in r for r in rows)  # a column only where several tables are served
+    headers = [*(["表"] if tables else []), "行", "状态", "镜头", "时长", *(["费用"] if costs else []), "成片 / 错误"]
     body = [
         [
+            *([r.get("table", "")] if tables else []),
             r.get("title") or r["record_id"],
             r["label"],
             str(r["shots"] or "-"),

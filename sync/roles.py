@@ -23,12 +23,12 @@ from sync import lifecycle, links
 from sync.app import (
     make_fetch_image,
     make_lifecycle,
+    make_links,
     make_locks,
     make_publisher,
     make_runner,
     make_stores,
-    make_writer,
-    polling,
+    polling_all,
     schedule,
     shares_files,
     template_library,
@@ -38,7 +38,6 @@ from sync.app import (
 from sync.cli_support import CliError
 from sync.jobqueue import TASK, JobQueue, Router
 from sync.metrics import Metrics
-from sync.poller import Poller
 from sync.settings import Settings
 from sync.staging import fetch_opening_image, fresh_cache
 
@@ -62,19 +61,20 @@ def make_queue(settings: Settings, clock: Callable[[], datetime]) -> JobQueue:
 class Gateway:
     """The one process per table that reads and writes Feishu."""
 
-    def __init__(self, settings: Settings, table: BitableClient, clock: Callable[[], datetime] = utc_clock):
-        self.settings, self.table, self.clock = settings, table, clock
+    def __init__(self, settings: Settings, table: BitableClient | None = None,
+                 clock: Callable[[], datetime] = utc_clock):
+        self.settings, self.clock = settings, clock
         self.queue = make_queue(settings, clock)
         self.stores = make_stores(settings, self.queue.dispatch)
-        self.metrics = watched(Metrics(), self.stores, table, clock)
         self.life = make_lifecycle(settings, self.stores, clock)
         self.locks = make_locks(settings)
         self.publisher = make_publisher(settings)
-        self.fetch_image = make_fetch_image(settings, table.download_media)
-        self.poller = Poller(table, self.stores, self.life, self.locks, settings.columns, template_library(settings),
-                             settings.tz, clock, settings.default_template, timedelta(minutes=settings.full_scan_minutes),
-                             stage=self.stage)
-        self.writer = make_writer(settings, self.stores, table, self.life, clock)
+        self.links = make_links(settings, self.stores, self.life, self.locks, template_library(settings), clock, table,
+                                stage=self.stage)
+        self.metrics = Metrics()
+        for link in self.links:
+            watched(self.metrics, self.stores, link.table, clock)
+        self.fetch_image = make_fetch_image(settings, {link.connection.table_id: link.table for link in self.links})
 
     def stage(self, p: Project) -> None:
         """The row's new opening image, fetched here (the one host that talks to Feishu) into the
@@ -86,13 +86,15 @@ class Gateway:
         self.publisher.push(paths.opening_image)
 
     def tick(self) -> int:
-        """Poll once; queue a job for any due project that has none. Returns how many were queued."""
-        self.poller.poll()
+        """Poll each table; queue a job for any due project that has none. Returns how many were queued."""
+        for link in self.links:
+            link.poller.poll()
         due = self.stores.projects.projects(lifecycle.ALL - lifecycle.FINAL)
         return self.queue.sweep(self.stores.projects.session, due)
 
     def flush(self) -> None:
-        self.writer.flush()
+        for link in self.links:
+            link.writer.flush()
 
     def requeue_stalled(self) -> int:
         return self.queue.retry_stalled(self.settings.stalled_seconds)
@@ -107,7 +109,7 @@ class Gateway:
             self.requeue_stalled: self.settings.stalled_seconds / 3,
             self.renew_links: min(3600.0, self.settings.oss_url_expiry_seconds / 6),
         })
-        poll, events = polling(self.settings, self.table, self.tick, stop)
+        poll, events = polling_all(self.settings, self.links, self.tick, stop)
         try:
             stop.wait()
         finally:
@@ -115,7 +117,8 @@ class Gateway:
                 events.close()
             poll.join()
             scheduler.shutdown(wait=True)
-            self.writer.drain(timeout=30)
+            for link in self.links:
+                link.writer.drain(timeout=30)
 
 
 class Worker:

@@ -34,8 +34,7 @@ from sync.eta import COMPOSER
 from sync.lifecycle import Lifecycle
 from sync.metrics import Metrics
 from sync.requirements import Requirement, capabilities, unmet
-from sync.rows import ImageRef
-from sync.staging import fetch_opening_image, fresh_cache
+from sync.staging import FetchImage, fetch_opening_image, fresh_cache
 
 log = logging.getLogger(__name__)
 TAKE_SEED_STRIDE = 1000  # take t seeds its shots at template seed + 1000t + index: takes never share a seed
@@ -50,7 +49,7 @@ class RunnerDeps:
     storyboarders: dict[str, Storyboarder]
     generators: dict[str, SegmentGenerator]
     publisher: Publisher
-    fetch_image: Callable[[ImageRef, Path], None]
+    fetch_image: FetchImage
     clock: Callable[[], datetime]
     storyboard_backend: str = "template"
     segment_backend: str = "kenburns"

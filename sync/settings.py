@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     feishu_app_secret: SecretStr = Field(default=SecretStr(""), alias="FEISHU_APP_SECRET")
     feishu_app_token: str = Field(default="", alias="FEISHU_APP_TOKEN")
     feishu_table_id: str = Field(default="", alias="FEISHU_TABLE_ID")
+    # A TOML file of [[table]] sections: one service, several tables (see sync/connections.py).
+    connections_file: Path | None = Field(default=None, alias="SHEETREEL_CONNECTIONS")
     feishu_base_url: str = Field(default="https://open.feishu.cn", alias="FEISHU_BASE_URL")
     feishu_timeout: float = Field(default=30.0, alias="FEISHU_TIMEOUT_SECONDS", gt=0)
     # The whole of one Feishu call, however slowly the answer trickles in.
@@ -238,7 +240,7 @@ class Settings(BaseSettings):
         pairs = {
             "FEISHU_APP_ID": self.feishu_app_id,
             "FEISHU_APP_SECRET": self.feishu_app_secret.get_secret_value(),
-            "FEISHU_APP_TOKEN": self.feishu_app_token,
-            "FEISHU_TABLE_ID": self.feishu_table_id,
         }
+        if self.connections_file is None:  # else each table of the file names its own
+            pairs |= {"FEISHU_APP_TOKEN": self.feishu_app_token, "FEISHU_TABLE_ID": self.feishu_table_id}
         return [k for k, v in pairs.items() if not v]

@@ -70,6 +70,16 @@ def render(
     return SheetUpdate(fields=fields, attachments=attachments or {})
 
 
+class ByTable:
+    """The sheet side of each served table (each with its column names), chosen by the project's table."""
+
+    def __init__(self, sides: dict[str, SheetSide]):
+        self.sides, self.default = sides, next(iter(sides.values()))
+
+    def __call__(self, p: Project, segments: list[Segment], changes: list[Change]) -> Effects:
+        return self.sides.get(p.table_id, self.default)(p, segments, changes)
+
+
 class SheetSide:
     """Subscribes to the lifecycle: what each committed outcome owes the row and the chat.
 

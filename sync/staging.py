@@ -13,7 +13,8 @@ from storage.models import Project, ProjectState, Segment, SegmentState
 from storage.paths import ProjectPaths
 from sync.rows import ImageRef
 
-FetchImage = Callable[[ImageRef, Path], None]
+# (the image, where it goes, the table of the row it is in: attachments are fetched through that table)
+FetchImage = Callable[[ImageRef, Path, str], None]
 INPUTS_MARK = ".inputs"  # the input hash the cached folder was made from
 
 
@@ -23,7 +24,7 @@ def fetch_opening_image(p: Project, paths: ProjectPaths, fetch_image: FetchImage
         raise BadInput("首帧图片为空：请在「首帧图片」列上传一张图片，或填写图片链接 (opening image missing)")
     paths.inputs.mkdir(parents=True, exist_ok=True)
     download = paths.inputs / "download"
-    fetch_image(ImageRef.model_validate_json(p.image_ref), download)
+    fetch_image(ImageRef.model_validate_json(p.image_ref), download, p.table_id)
     try:
         prepare_opening_image(download, paths.opening_image)
     finally:

@@ -59,15 +59,15 @@ class RowWatch:
         return not change.field_ids <= self.ignored
 
 
-def listen_for_edits(events: RecordEvents, table: BitableClient, table_id: str, columns: Columns,
+def listen_for_edits(events: RecordEvents, tables: list[tuple[BitableClient, Columns]],
                      poke: Callable[[], None]) -> RecordEvents | None:
-    """Start `events` so a relevant row change pokes the poll; None (polling only) when the base
-    cannot be subscribed, said once in the log with what to do about it."""
+    """Start `events` so a relevant change to a row of one of `tables` pokes the poll; None
+    (polling only) when a base cannot be subscribed, said once in the log with what to do about it."""
     try:
-        watch = RowWatch(table_id, table.list_fields(), columns)
+        watches = [RowWatch(table.table_id, table.list_fields(), columns) for table, columns in tables]
 
         def on_change(change: RecordChange) -> None:
-            if watch.matters(change):
+            if any(w.matters(change) for w in watches):
                 log.info("row changed record=%s action=%s: polling now", change.record_id, change.action)
                 poke()
 
@@ -76,5 +76,5 @@ def listen_for_edits(events: RecordEvents, table: BitableClient, table_id: str, 
         log.warning("record events off (polling only) error=%s hint=%s", e,
                     "give the app manage permission on the base and choose 使用长连接接收事件 in its event settings")
         return None
-    log.info("record events on table=%s", table_id)
+    log.info("record events on table=%s", ",".join(table.table_id for table, _ in tables))
     return events

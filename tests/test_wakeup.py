@@ -101,7 +101,7 @@ def test_a_base_that_cannot_be_subscribed_leaves_polling_alone(emulator, caplog)
     table = emulator.create_table(app, "t", [("标题", 1)])
     events = LarkRecordEvents(client, APP_ID, SECRET, emulator.url, ["bascnNotThere"])
     with caplog.at_level(logging.WARNING):
-        started = listen_for_edits(events, LarkBitable(client, app, table), table, Columns(), threading.Event().set)
+        started = listen_for_edits(events, [(LarkBitable(client, app, table), Columns())], threading.Event().set)
     assert started is None
     assert "record events off (polling only)" in caplog.text and "manage permission" in caplog.text
     assert emulator.events.connected() == 0
