@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -42,6 +43,7 @@ from sync.wakeup import Wakeup, listen_for_edits
 from sync.workers import WorkerPool
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def utc_clock() -> datetime:
@@ -228,6 +230,20 @@ class Link:
     writer: TableWriter
 
 
+def each_link(links: list[Link], work: Callable[[Link], T]) -> list[T]:
+    """`work` on every table even when one fails (one table's outage must not hold up the others);
+    the first failure is raised after the rest had their turn, for the caller to log or report."""
+    done, failed = [], None
+    for link in links:
+        try:
+            done.append(work(link))
+        except Exception as e:
+            failed = failed or e
+    if failed is not None:
+        raise failed
+    return done
+
+
 def make_links(settings: Settings, stores: Stores, life: Lifecycle, locks: ProjectLocks, templates: TemplateLibrary,
                clock: Callable[[], datetime], table: BitableClient | None = None,
                stage: Callable[[Project], None] | None = None) -> list[Link]:
@@ -273,6 +289,7 @@ class App:
         tables = {link.connection.table_id: link.table for link in self.links}
         self.runner = make_runner(settings, self.stores, self.life, self.locks, self.templates, self.publisher,
                                   make_fetch_image(settings, tables), clock, self.stopping, self.metrics)
+        self.runner.d.shows_previews = self._shows_previews
         self.pool = WorkerPool(self.runner.run, settings.workers)
 
     # The first (in one-table set-ups, the only) table's parts.
@@ -288,26 +305,43 @@ class App:
     def writer(self) -> TableWriter:
         return self.links[0].writer
 
+    def _shows_previews(self, p: Project) -> bool:
+        link = next((k for k in self.links if k.connection.table_id == p.table_id), None)
+        if link is None:
+            return True
+        cols = link.connection.settings.columns
+        try:
+            return bool(link.poller.known_fields() & {cols.preview, cols.animatic})
+        except Exception:  # noqa: BLE001 - the table is not answering: make them, they may be shown later
+            return True
+
     def tick(self) -> int:
         """Poll each table once and queue whatever can run. Returns how many projects were queued."""
-        return sum(self.pool.submit(p.id, queue_rank(p)) for link in self.links for p in link.poller.poll())
+        return sum(each_link(self.links, lambda link: sum(self.pool.submit(p.id, queue_rank(p))
+                                                          for p in link.poller.poll())))
 
     def flush(self) -> None:
-        for link in self.links:
-            link.writer.flush()
+        each_link(self.links, lambda link: link.writer.flush())
 
     def once(self, timeout: float = 3600, write_timeout: float = 600) -> bool:
         """One poll, run everything it found to a resting point, writing results back as they come
         (cron users see 生成中 and finished rows while a slow one still runs). False when sheet
         writes are still pending at the end (the table is down): the next `once` or `run` sends them."""
         safe(self.renew_links)()
-        self.tick()
+        try:
+            self.tick()
+            failed = None
+        except Exception as e:  # a table that could not be read: the others' rows are still made
+            failed = e
         flush, deadline = safe(self.flush), time.monotonic() + timeout
         while not self.pool.wait_idle(min(self.settings.flush_interval_seconds, max(deadline - time.monotonic(), 0))):
             if time.monotonic() > deadline:
                 break
             flush()
-        return self.drain_outbox(timeout=write_timeout)
+        drained = self.drain_outbox(timeout=write_timeout)
+        if failed is not None:
+            raise failed
+        return drained
 
     def drain_outbox(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -348,21 +382,23 @@ def schedule(settings: Settings, jobs: dict[Callable[[], object], float]) -> Bac
     return scheduler
 
 
-def safe(job: Callable[[], object]) -> Callable[[], None]:
-    """The job, logging its first failure and its recovery rather than every tick of an outage."""
-    failing = {"now": False}
+def safe(job: Callable[[], T], name: str | None = None) -> Callable[[], T | None]:
+    """The job (its result, or None when it failed), logging its first failure and its recovery
+    rather than every tick of an outage."""
+    failing, name = {"now": False}, name or job.__name__
 
-    def wrapped() -> None:
+    def wrapped() -> T | None:
         try:
-            job()
+            result = job()
         except Exception as e:
             if not failing["now"]:
-                log.warning("job failing job=%s error=%s", job.__name__, e)
+                log.warning("job failing job=%s error=%s", name, e)
             failing["now"] = True
-            return
+            return None
         if failing["now"]:
-            log.info("job recovered job=%s", job.__name__)
+            log.info("job recovered job=%s", name)
         failing["now"] = False
+        return result
 
     wrapped.__name__ = job.__name__
     return wrapped

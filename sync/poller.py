@@ -117,6 +117,10 @@ class Poller:
             self._fields = {f.name: f.type for f in self.table.list_fields()}
         return self._fields
 
+    def known_fields(self) -> set[str]:
+        """The table's column names, as this poller last read them."""
+        return set(self._table_fields())
+
     # -- one row ----------------------------------------------------------------------------------
 
     def _intake(self, row: RowInput) -> bool:

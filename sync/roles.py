@@ -21,6 +21,7 @@ from storage.db import normalize_url
 from storage.models import Project
 from sync import lifecycle, links
 from sync.app import (
+    each_link,
     make_fetch_image,
     make_lifecycle,
     make_links,
@@ -87,14 +88,12 @@ class Gateway:
 
     def tick(self) -> int:
         """Poll each table; queue a job for any due project that has none. Returns how many were queued."""
-        for link in self.links:
-            link.poller.poll()
+        each_link(self.links, lambda link: link.poller.poll())
         due = self.stores.projects.projects(lifecycle.ALL - lifecycle.FINAL)
         return self.queue.sweep(self.stores.projects.session, due)
 
     def flush(self) -> None:
-        for link in self.links:
-            link.writer.flush()
+        each_link(self.links, lambda link: link.writer.flush())
 
     def requeue_stalled(self) -> int:
         return self.queue.retry_stalled(self.settings.stalled_seconds)

@@ -71,6 +71,9 @@ class RunnerDeps:
     metrics: Metrics = field(default_factory=Metrics)
     # Where the time each piece of work took is kept (for the estimate in 进度); None: not kept.
     timings: TimingStore | None = None
+    # Whether the project's table has a 预览 or 分镜预览 column to show previews in (None: unknown,
+    # e.g. a worker that never talks to Feishu; they are made). Saves the ffmpeg work where not.
+    shows_previews: Callable[[Project], bool] | None = None
 
 
 class Stopping(Exception):
@@ -300,6 +303,8 @@ class ProjectRunner:
 
     def _preview(self, p: Project, draw: Callable[[], None], *files: Path) -> None:
         """A picture for the row: worth a try, never worth failing the video for."""
+        if self.d.shows_previews is not None and not self.d.shows_previews(p):
+            return
         try:
             draw()
         except (SheetReelError, OSError) as e:

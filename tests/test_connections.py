@@ -129,3 +129,15 @@ def test_a_bad_connections_file_is_one_line_naming_what_is_wrong(two_tables, cap
     err = capsys.readouterr().err
     [line] = [x for x in err.splitlines() if x.startswith("Error:")]
     assert message in line and "SHEETREEL_CONNECTIONS" in line and "Traceback" not in err
+
+
+def test_a_table_that_cannot_be_read_does_not_hold_up_the_others(emulator, two_tables, capsys):
+    (a_app, _), (b_app, b_table), path = two_tables
+    # The first base is gone (deleted, or the app was removed from it).
+    path.write_text(path.read_text(encoding="utf-8").replace(f'app_token = "{a_app}"', 'app_token = "bascnGone"'),
+                    encoding="utf-8")
+    [b_row] = emulator.add_records(b_app, b_table, [{"视频标题": "乙", "首图": image(emulator, b_app), "段数": 1}])
+    assert main(["once"]) == 1
+    err = capsys.readouterr().err
+    assert any(line.startswith("Error: 飞书找不到对象") for line in err.splitlines()) and "Traceback" not in err
+    assert text_of(emulator.get_record(b_app, b_table, b_row)["fields"]["处理状态"]) == "已完成"

@@ -76,7 +76,7 @@ def test_step_mode_shows_the_plan_then_the_shots_as_contact_sheets(sheet: Sheet,
     assert len(row[cols.animatic]) == 1  # the plan's animatic stays
 
 
-def test_a_table_without_the_preview_columns_still_makes_the_video(emulator, tmp_path):
+def test_a_table_without_the_preview_columns_still_makes_the_video_and_no_previews(emulator, tmp_path):
     sheet = Sheet(emulator, tmp_path / "data")
     bare = [f for f in table_schema() if f[0] not in ("预览", "分镜预览")]
     sheet.table_id = emulator.create_table(sheet.app_token, name="bare", fields=bare)
@@ -86,6 +86,9 @@ def test_a_table_without_the_preview_columns_still_makes_the_video(emulator, tmp
     app.once()
     row = sheet.row(rid)["fields"]
     assert row["状态"] == "已完成" and "错误信息" not in row
+    # Nobody would see them: the ffmpeg work is not done.
+    paths = app.store.paths(app.store.by_record(sheet.table_id, rid))
+    assert paths.final_video.is_file() and not paths.plan_sheet.exists() and not paths.shots_sheet.exists()
 
 
 def test_a_preview_that_cannot_be_drawn_leaves_the_row_alone(sheet: Sheet, monkeypatch, caplog):
