@@ -20,7 +20,7 @@ from storage.models import ProjectState, SegmentState
 from storage.stores import Stores
 from sync.rows import text_of
 
-from conftest import Sheet, wait_for
+from conftest import ASSETS, Sheet, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 WAIT = 360
@@ -34,12 +34,13 @@ class Fleet:
         self.sheet, self.root = sheet, root
         self.procs: dict[str, subprocess.Popen] = {}
         self.store_dir = root / "store"
+        self.extra: dict[str, str] = {}  # more settings for every host
 
     def env(self, host: str) -> dict[str, str]:
         return {**os.environ, **self.sheet.env(
             SHEETREEL_DATA_DIR=str(self.root / host), SHEETREEL_STORE_DIR=str(self.store_dir),
             FEISHU_CHAT_ID="oc_team", FEISHU_SHEET_URL="https://x.feishu.cn/base/app", POLL_INTERVAL_SECONDS="0.3", FLUSH_INTERVAL_SECONDS="0.2",
-            SHEETREEL_STALLED_SECONDS="5", SHEETREEL_WORKERS="2", SHEETREEL_MAX_CRASH_RESUMES="20")}
+            SHEETREEL_STALLED_SECONDS="5", SHEETREEL_WORKERS="2", SHEETREEL_MAX_CRASH_RESUMES="20", **self.extra)}
 
     def start(self, host: str, *command: str) -> subprocess.Popen:
         log = open(self.root / f"{host}.log", "ab")
@@ -187,3 +188,52 @@ def test_workers_killed_mid_stage_hand_their_projects_on_and_nothing_is_done_twi
     check = subprocess.run([sys.executable, "-m", "sync.cli", "verify-consistency"], env=fleet.env("checker"), cwd=ROOT,
                            capture_output=True, text=True, timeout=300)
     assert check.returncode == 0 and "12 projects checked, 0 differences" in check.stdout, check.stdout + check.stderr
+
+
+@on_postgres
+def test_several_tables_in_scale_out_mode_each_row_written_in_its_tables_names(fleet, tmp_path):
+    from test_connections import RENAMED, renamed_schema
+
+    sheet, emu = fleet.sheet, fleet.sheet.emu
+    other_app = emu.create_app("账号B", advanced_permissions=True)
+    other = emu.create_table(other_app, "短片", renamed_schema())
+    (tmp_path / "connections.toml").write_text(f"""
+[[table]]
+name = "A"
+app_token = "{sheet.app_token}"
+table_id = "{sheet.table_id}"
+default_template = "tiny"
+
+[[table]]
+name = "B"
+app_token = "{other_app}"
+table_id = "{other}"
+default_template = "tiny"
+chat_id = "oc_b"
+[table.columns]
+{chr(10).join(f'{k} = "{v}"' for k, v in RENAMED.items())}
+""", encoding="utf-8")
+    fleet.extra = {"SHEETREEL_CONNECTIONS": str(tmp_path / "connections.toml")}
+    mine = add_rows(sheet, 2, shots=2)
+    token = emu.upload_media(other_app, "b.jpg", (ASSETS / "sample_2.jpg").read_bytes(), "image/jpeg")
+    theirs = emu.add_records(other_app, other, [{"视频标题": f"乙{i}", "首图": [{"file_token": token}], "段数": 2}
+                                                for i in range(2)])
+    fleet.gateway()
+    fleet.worker("w1")
+    fleet.worker("w2")
+
+    def done() -> bool:
+        ours = states(sheet, mine)
+        other_rows = [text_of(emu.get_record(other_app, other, r)["fields"].get("处理状态")) for r in theirs]
+        if ProjectState.failed.label in ours + other_rows:
+            raise AssertionError(fleet.logs()[-4000:])
+        return ours + other_rows == [ProjectState.completed.label] * 4
+
+    wait_for(done, WAIT)
+    for r in theirs:
+        fields = emu.get_record(other_app, other, r)["fields"]
+        assert "状态" not in fields and fields.get("成片") and text_of(fields["视频链接"])
+    # Each table's outcomes in its own chat (A's is FEISHU_CHAT_ID, shared by the hosts).
+    wait_for(lambda: Counter(m["receive_id"] for m in emu.messages if m["kind"] == "im") == {"oc_team": 2, "oc_b": 2},
+             WAIT)
+    assert "Traceback" not in fleet.logs()
