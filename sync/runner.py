@@ -290,7 +290,7 @@ class ProjectRunner:
 
         def made(q: Project) -> lifecycle.Change:
             q.final_duration, q.final_url, q.cover_url = result.duration, final_url, cover_url
-            return lifecycle.step_succeeded(q, 100, "已完成", notice="；".join(r.without for r in without))
+            return lifecycle.step_succeeded(q, 100, "已完成", notice="；".join(r.without for r in without) or None)
 
         return self._commit(p, made)
 
