@@ -265,7 +265,7 @@ def cmd_cleanup(args) -> int:
 def cmd_health(args) -> int:
     from connectors.feishu.protocol import BitableClient
     from sync import health
-    from sync.app import make_stores, make_table
+    from sync.app import make_record_events, make_stores, make_table
     from sync.connections import load_connections
 
     settings = load_settings(args.data_dir)
@@ -307,6 +307,9 @@ def cmd_health(args) -> int:
                                                  if missing else "every column SheetReel uses is there")
                 except SheetReelError as e:
                     checks[f"sheet{named}"] = (False, str(e))
+            if connections and (events := make_record_events(
+                    live, make_table(connections[0].settings), [c.settings.feishu_app_token for c in connections])):
+                checks["events"] = health.record_events(events, len(connections))
     checks.update(health.host_checks(settings))
     ok = all(good for good, _ in checks.values())
     emit({"ok": ok, "checks": {k: {"ok": g, "detail": d} for k, (g, d) in checks.items()}}, args.json,

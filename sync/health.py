@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 
+from connectors.feishu.protocol import RecordEvents
 from sync.settings import Settings
 
 Check = tuple[bool, str]
@@ -85,3 +86,13 @@ def reachable(url: str) -> Check:
     except httpx.HTTPError as e:
         return False, f"{full} unreachable ({type(e).__name__})"
     return True, f"{full} answers (HTTP {resp.status_code})"
+
+
+def record_events(events: RecordEvents, bases: int) -> Check:
+    """FEISHU_EVENTS is on: can this app subscribe to every base's record changes?"""
+    try:
+        events.subscribe()
+    except Exception as e:  # noqa: BLE001 - whatever refused it is what health reports
+        return False, (f"{e} (the app needs manage permission on the base; polling still works, "
+                       "only the instant pick-up is off)")
+    return True, f"subscribed to record changes of {bases} base(s)"

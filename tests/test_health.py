@@ -76,3 +76,17 @@ def test_a_sheet_refusing_writes_fails_health(healthy, capsys):
     code, checks = health(capsys)
     assert code == 1 and not checks["sheet writes"]["ok"]
     assert "1 refused by the table" in checks["sheet writes"]["detail"] and "1254045" in checks["sheet writes"]["detail"]
+
+
+def test_with_feishu_events_health_checks_that_the_base_can_be_subscribed(healthy, monkeypatch, capsys):
+    sheet, _ = healthy
+    assert "events" not in health(capsys)[1]  # off by default
+    monkeypatch.setenv("FEISHU_EVENTS", "true")
+    code, checks = health(capsys)
+    assert code == 0 and checks["events"] == {"ok": True, "detail": "subscribed to record changes of 1 base(s)"}
+    assert sheet.app_token in sheet.emu.events.subscriptions
+
+    monkeypatch.setenv("FEISHU_APP_TOKEN", "bascnNotThere")
+    code, checks = health(capsys)
+    assert code == 1 and not checks["events"]["ok"]
+    assert "bascnNotThere" in checks["events"]["detail"] and "manage permission" in checks["events"]["detail"]

@@ -97,6 +97,10 @@ class RecordEvents(Protocol):
     """Pushes record changes of some bases to `on_change` from a background thread until closed.
     Best effort: an event may be late, lost or repeated, so it only ever wakes a poll."""
 
+    def subscribe(self) -> None:
+        """Ask Feishu for the bases' record events (`start` does it too); raises when refused."""
+        ...
+
     def start(self, on_change: Callable[[RecordChange], None]) -> None: ...
 
     def close(self) -> None: ...
