@@ -31,21 +31,19 @@ class SheetUpdate:
         )
 
 
+def _of_table(q, table_id: str | None):
+    return q if table_id is None else q.where(OutboxEntry.table_id == table_id)
+
+
 class OutboxStore(Repo):
     def entries(self, table_id: str | None = None) -> list[OutboxEntry]:
         """What waits (for one table, when given)."""
         with self.session() as s:
-            q = select(OutboxEntry).order_by(OutboxEntry.id)
-            if table_id is not None:
-                q = q.where(OutboxEntry.table_id == table_id)
-            return list(s.exec(q))
+            return list(s.exec(_of_table(select(OutboxEntry).order_by(OutboxEntry.id), table_id)))
 
     def size(self, table_id: str | None = None) -> int:
         with self.session() as s:
-            q = select(func.count()).select_from(OutboxEntry)
-            if table_id is not None:
-                q = q.where(OutboxEntry.table_id == table_id)
-            return s.exec(q).one()
+            return s.exec(_of_table(select(func.count()).select_from(OutboxEntry), table_id)).one()
 
     def backlog(self, now: datetime) -> tuple[int, float]:
         """How many writes wait, and the age in seconds of the oldest (0 when none)."""
@@ -87,9 +85,7 @@ class OutboxStore(Repo):
     def release(self, table_id: str | None = None) -> None:
         """The table answers again: every postponed write is due now, its backoff started over."""
         with self.session() as s:
-            q = select(OutboxEntry).where(OutboxEntry.next_attempt_at != None)  # noqa: E711
-            if table_id is not None:
-                q = q.where(OutboxEntry.table_id == table_id)
+            q = _of_table(select(OutboxEntry).where(OutboxEntry.next_attempt_at != None), table_id)  # noqa: E711
             for entry in s.exec(q):
                 entry.attempts, entry.next_attempt_at = 0, None
                 s.add(entry)

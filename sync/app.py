@@ -208,11 +208,12 @@ def make_runner(settings: Settings, stores: Stores, life: Lifecycle, locks: Proj
     )
 
 
-def watched(metrics: Metrics, stores: Stores, table: BitableClient, clock: Callable[[], datetime]) -> Metrics:
-    """`metrics`, reporting this database's projects and outbox and counting the table's calls."""
+def watched(metrics: Metrics, stores: Stores, tables: list[BitableClient], clock: Callable[[], datetime]) -> Metrics:
+    """`metrics`, reporting this database's projects and outbox and counting the tables' calls."""
     metrics.watch(stores.projects, stores.outbox, clock)
-    if getattr(table, "observe", False) is None:  # the lark client; fakes and emulated tables have none
-        table.observe = metrics.feishu_call  # type: ignore[attr-defined]
+    for table in tables:
+        if getattr(table, "observe", False) is None:  # the lark client; fakes and emulated tables have none
+            table.observe = metrics.feishu_call  # type: ignore[attr-defined]
     return metrics
 
 
@@ -260,6 +261,16 @@ def make_links(settings: Settings, stores: Stores, life: Lifecycle, locks: Proje
     return out
 
 
+def tables_of(links: list[Link]) -> dict[str, BitableClient]:
+    return {link.connection.table_id: link.table for link in links}
+
+
+def drain(links: list[Link], timeout: float) -> bool:
+    """Send every table's pending writes, within `timeout` in all; False when some are left."""
+    deadline = time.monotonic() + timeout
+    return all([link.writer.drain(max(deadline - time.monotonic(), 0.0)) for link in links])
+
+
 def polling_all(settings: Settings, links: list[Link], tick: Callable[[], object], stop: threading.Event
                 ) -> tuple[Wakeup, RecordEvents | None]:
     """`tick` every POLL_INTERVAL_SECONDS, and at once when record events say a row changed."""
@@ -283,12 +294,9 @@ class App:
         self.locks = make_locks(settings)
         self.publisher = make_publisher(settings)
         self.links = make_links(settings, self.stores, self.life, self.locks, self.templates, clock, table)
-        self.metrics = Metrics()
-        for link in self.links:
-            watched(self.metrics, self.stores, link.table, clock)
-        tables = {link.connection.table_id: link.table for link in self.links}
+        self.metrics = watched(Metrics(), self.stores, [link.table for link in self.links], clock)
         self.runner = make_runner(settings, self.stores, self.life, self.locks, self.templates, self.publisher,
-                                  make_fetch_image(settings, tables), clock, self.stopping, self.metrics)
+                                  make_fetch_image(settings, tables_of(self.links)), clock, self.stopping, self.metrics)
         self.runner.d.shows_previews = self._shows_previews
         self.pool = WorkerPool(self.runner.run, settings.workers)
 
@@ -344,8 +352,7 @@ class App:
         return drained
 
     def drain_outbox(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        return all([link.writer.drain(max(deadline - time.monotonic(), 0.0)) for link in self.links])
+        return drain(self.links, timeout)
 
     def renew_links(self) -> int:
         """Sign anew the links that have less than a third of their lifetime left."""

@@ -21,6 +21,7 @@ from storage.db import normalize_url
 from storage.models import Project
 from sync import lifecycle, links
 from sync.app import (
+    drain,
     each_link,
     make_fetch_image,
     make_lifecycle,
@@ -32,6 +33,7 @@ from sync.app import (
     polling_all,
     schedule,
     shares_files,
+    tables_of,
     template_library,
     utc_clock,
     watched,
@@ -72,10 +74,8 @@ class Gateway:
         self.publisher = make_publisher(settings)
         self.links = make_links(settings, self.stores, self.life, self.locks, template_library(settings), clock, table,
                                 stage=self.stage)
-        self.metrics = Metrics()
-        for link in self.links:
-            watched(self.metrics, self.stores, link.table, clock)
-        self.fetch_image = make_fetch_image(settings, {link.connection.table_id: link.table for link in self.links})
+        self.metrics = watched(Metrics(), self.stores, [link.table for link in self.links], clock)
+        self.fetch_image = make_fetch_image(settings, tables_of(self.links))
 
     def stage(self, p: Project) -> None:
         """The row's new opening image, fetched here (the one host that talks to Feishu) into the
@@ -116,8 +116,7 @@ class Gateway:
                 events.close()
             poll.join()
             scheduler.shutdown(wait=True)
-            for link in self.links:
-                link.writer.drain(timeout=30)
+            drain(self.links, timeout=30)
 
 
 class Worker:

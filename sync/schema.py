@@ -92,7 +92,9 @@ def sync_options(table: BitableClient, column: str, wanted: list[str], apply: bo
     found = next((f for f in table.list_fields() if f.name == column and f.type == FieldType.single_select), None)
     if found is None:
         return None
-    plan = plan_options(found.options, wanted, options_in_use(table, column))
+    # Reading every row is needed only to know whether an unwanted option is still picked.
+    unwanted = any(o not in wanted for o in found.options)
+    plan = plan_options(found.options, wanted, options_in_use(table, column) if unwanted else Counter())
     if apply and plan.changes:
         table.set_options(found, plan.result(found.options))
     return plan

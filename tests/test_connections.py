@@ -18,6 +18,14 @@ RENAMED = {"title": "视频标题", "image": "首图", "status": "处理状态",
            "final_url": "视频链接", "template": "风格"}
 
 
+def table_section(columns: dict[str, str] | None = None, **keys: str) -> str:
+    """One [[table]] of a connections file, with its [table.columns] renames."""
+    lines = ["[[table]]", *(f'{k} = "{v}"' for k, v in keys.items())]
+    if columns:
+        lines += ["[table.columns]", *(f'{k} = "{v}"' for k, v in columns.items())]
+    return "\n".join(lines) + "\n"
+
+
 def renamed_schema() -> list[tuple]:
     names = Columns().model_dump()
     mapping = {names[k]: v for k, v in RENAMED.items()}
@@ -31,25 +39,11 @@ def two_tables(emulator, tmp_path, monkeypatch):
     b_app = emulator.create_app("账号B")
     b_table = emulator.create_table(b_app, "短片", renamed_schema())
     path = tmp_path / "connections.toml"
-    path.write_text(f"""
-[[table]]
-name = "抖音"
-app_token = "{a_app}"
-table_id = "{a_table}"
-default_template = "tiny"
-chat_id = "oc_douyin"
-
-[[table]]
-name = "视频号"
-app_token = "{b_app}"
-table_id = "{b_table}"
-default_template = "photo-chain"
-chat_id = "oc_channels"
-sheet_url = "https://x.feishu.cn/base/{b_app}"
-
-[table.columns]
-{chr(10).join(f'{k} = "{v}"' for k, v in RENAMED.items())}
-""", encoding="utf-8")
+    path.write_text(
+        table_section(name="抖音", app_token=a_app, table_id=a_table, default_template="tiny", chat_id="oc_douyin")
+        + table_section(RENAMED, name="视频号", app_token=b_app, table_id=b_table, default_template="photo-chain",
+                        chat_id="oc_channels", sheet_url=f"https://x.feishu.cn/base/{b_app}"),
+        encoding="utf-8")
     for key, value in {"FEISHU_APP_ID": APP_ID, "FEISHU_APP_SECRET": SECRET, "FEISHU_BASE_URL": emulator.url,
                        "SHEETREEL_CONNECTIONS": str(path), "SHEETREEL_DATA_DIR": str(tmp_path / "data"),
                        "SHEETREEL_TEMPLATES_DIR": str(TEST_TEMPLATES), "SHEETREEL_ALLOW_PRIVATE_URLS": "true",

@@ -192,27 +192,15 @@ def test_workers_killed_mid_stage_hand_their_projects_on_and_nothing_is_done_twi
 
 @on_postgres
 def test_several_tables_in_scale_out_mode_each_row_written_in_its_tables_names(fleet, tmp_path):
-    from test_connections import RENAMED, renamed_schema
+    from test_connections import RENAMED, renamed_schema, table_section
 
     sheet, emu = fleet.sheet, fleet.sheet.emu
     other_app = emu.create_app("账号B", advanced_permissions=True)
     other = emu.create_table(other_app, "短片", renamed_schema())
-    (tmp_path / "connections.toml").write_text(f"""
-[[table]]
-name = "A"
-app_token = "{sheet.app_token}"
-table_id = "{sheet.table_id}"
-default_template = "tiny"
-
-[[table]]
-name = "B"
-app_token = "{other_app}"
-table_id = "{other}"
-default_template = "tiny"
-chat_id = "oc_b"
-[table.columns]
-{chr(10).join(f'{k} = "{v}"' for k, v in RENAMED.items())}
-""", encoding="utf-8")
+    (tmp_path / "connections.toml").write_text(
+        table_section(name="A", app_token=sheet.app_token, table_id=sheet.table_id, default_template="tiny")
+        + table_section(RENAMED, name="B", app_token=other_app, table_id=other, default_template="tiny", chat_id="oc_b"),
+        encoding="utf-8")
     fleet.extra = {"SHEETREEL_CONNECTIONS": str(tmp_path / "connections.toml")}
     mine = add_rows(sheet, 2, shots=2)
     token = emu.upload_media(other_app, "b.jpg", (ASSETS / "sample_2.jpg").read_bytes(), "image/jpeg")

@@ -15,6 +15,7 @@ import lark_oapi as lark
 import lark_oapi.ws.client as ws_client
 from lark_oapi.api.drive.v1 import P2DriveFileBitableRecordChangedV1, SubscribeFileRequest
 
+from connectors.feishu import errors
 from connectors.feishu.protocol import RecordChange
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,7 @@ class LarkRecordEvents:
         """Feishu sends a base's record events only to apps subscribed to it (needs manage permission)."""
         for token in self.app_tokens:
             req = SubscribeFileRequest.builder().file_token(token).file_type("bitable").build()
-            resp = self.client.drive.v1.file.subscribe(req)
-            if not resp.success():
-                raise RuntimeError(f"subscribing to base {token} failed: code={resp.code} {resp.msg}")
+            errors.call(f"subscribe to base {token}", lambda: self.client.drive.v1.file.subscribe(req))
 
     def start(self, on_change: Callable[[RecordChange], None]) -> None:
         self.subscribe()

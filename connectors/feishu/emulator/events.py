@@ -38,6 +38,10 @@ CLIENT_CONFIG = {"ReconnectCount": -1, "ReconnectInterval": 120, "ReconnectNonce
 _SECRET_INVALID = 10014
 
 
+def _device(path: str) -> str:
+    return (parse_qs(urlsplit(path).query).get("device_id") or [""])[0]
+
+
 def _header(frame: Frame, key: str) -> str | None:
     return next((h.value for h in frame.headers if h.key == key), None)
 
@@ -85,11 +89,14 @@ class EventHub:
         with self._lock:
             self.subscriptions.add(app_token)
 
+    def subscribed(self, app_token: str) -> bool:
+        with self._lock:
+            return app_token in self.subscriptions
+
     def record_changed(self, app_token: str, table_id: str, revision: int, actions: list[dict[str, Any]]) -> None:
         """Queue one event for a change to records of a subscribed base (never blocks the caller)."""
-        with self._lock:
-            if app_token not in self.subscriptions or not actions:
-                return
+        if not self.subscribed(app_token) or not actions:
+            return
         now = time.time()
         self._queue.put({
             "schema": "2.0",
@@ -136,9 +143,8 @@ class EventHub:
             return self._address
 
     def _handshake(self, conn: ServerConnection, request: WsRequest) -> WsResponse | None:
-        device = (parse_qs(urlsplit(request.path).query).get("device_id") or [""])[0]
         with self._lock:
-            known = device in self._devices
+            known = _device(request.path) in self._devices
         if known:
             return None
         # Feishu refuses with its own headers, which the SDK turns into an exception.
@@ -148,7 +154,7 @@ class EventHub:
         return response
 
     def _serve(self, conn: ServerConnection) -> None:
-        device = (parse_qs(urlsplit(conn.request.path).query).get("device_id") or [""])[0]
+        device = _device(conn.request.path)
         with self._lock:
             self._conns[device] = conn
         try:

@@ -189,8 +189,8 @@ class State:
                        after: dict[str, Any]) -> None:
         """Tell the event hub (§6.3: values keyed by field id, each a JSON string of the read value)."""
         app_token = next((a.app_token for a in self.apps.values() if a.tables.get(table.table_id) is table), None)
-        if app_token is None:
-            return
+        if app_token is None or not self.events.subscribed(app_token):
+            return  # every write comes through here: render nothing nobody asked for
         ctx = self.render_ctx(table, self.public_url)
         by_id = {f.field_id: f for f in table.fields}
 
