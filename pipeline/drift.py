@@ -13,14 +13,15 @@ difference; a cast is plainly visible by ~6.
 
 from __future__ import annotations
 
-import tempfile
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from connectors import ffmpeg
+from storage import atomic
+from storage.errors import MediaError
 
 REFERENCE_WIDTH = 96  # registration resolution: coarse is enough to place a frame, and fast
 SCALES = np.geomspace(1.0, 4.0, 19)  # a chain of zooms can show a quarter of the opening image
@@ -86,9 +87,15 @@ def _match(picture: Image.Image, reference: Path) -> Match:
 
 
 def _load(image: Path) -> Image.Image:
-    """The first frame, decoded once (ffmpeg reads any format; frames are small)."""
-    size = ffmpeg.probe_first_frame(image)
-    return Image.fromarray(_decode(image, None, (size.width, size.height)))
+    """The picture as RGB, decoded in this process. Every picture the guard sees was written by
+    SheetReel itself (frames by ffmpeg, opening images re-encoded by pipeline/inputs.py), so only
+    JPEG and PNG are read: an ffprobe and an ffmpeg per picture were most of a GPU host's CPU
+    time between one shot and the next."""
+    try:
+        with Image.open(image, formats=("JPEG", "PNG")) as im:
+            return im.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise MediaError(f"cannot decode {image.name}: {e}") from e
 
 
 def _resized(picture: Image.Image, width: int) -> np.ndarray:
@@ -186,30 +193,8 @@ def _f_inv(t: np.ndarray) -> np.ndarray:
     return np.where(t > _DELTA, t**3, 3 * _DELTA**2 * (t - 4 / 29))
 
 
-def _decode(image: Path, side: int | None, size: tuple[int, int] | None = None) -> np.ndarray:
-    """The first frame as RGB: `side` x `side` (area-averaged), or at its own `size`."""
-    w, h = size if size else (side, side)
-    scale = [] if size else [f"scale={side}:{side}:flags=area"]
-    with tempfile.TemporaryDirectory(prefix="sheetreel-drift-") as tmp:
-        raw = Path(tmp) / "frame.rgb"
-        ffmpeg.run(
-            [ffmpeg.FFMPEG, "-i", str(image), "-map", "0:v:0", "-frames:v", "1",
-             "-vf", ",".join([*scale, "format=rgb24"]), "-f", "rawvideo", str(raw)],
-            what=f"reading colours of {image.name}",
-        )
-        return np.fromfile(raw, np.uint8).reshape(h, w, 3)
-
-
 def _write_jpeg(rgb: np.ndarray, out: Path) -> None:
-    h, w, _ = rgb.shape
-    with tempfile.TemporaryDirectory(prefix="sheetreel-drift-") as tmp:
-        raw = Path(tmp) / "frame.rgb"
-        np.ascontiguousarray(rgb).tofile(raw)
-        ffmpeg.run_to(
-            out,
-            lambda dst: [
-                ffmpeg.FFMPEG, "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-i", str(raw),
-                "-frames:v", "1", *ffmpeg.JPEG_ARGS, str(dst),
-            ],
-            what=f"colour-corrected frame {out.name}",
-        )
+    """As pipeline/frames.py writes frames (full-range 4:4:4, about ffmpeg's -q:v 2), atomically."""
+    jpeg = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(jpeg, format="JPEG", quality=95, subsampling=0)
+    atomic.write_bytes(out, jpeg.getvalue())
