@@ -26,6 +26,16 @@ class SyncState(Repo):
     def set_full_scan(self, table_id: str, at: datetime) -> None:
         self._upsert(PollState(table_id=f"full_scan:{table_id}", watermark_ms=int(at.timestamp() * 1000)))
 
+    def shows_previews(self, table_id: str) -> bool | None:
+        """Whether the table has a column to show previews in, as its poller last read its columns
+        (None: not read yet). Workers of the scale-out mode never read the table themselves."""
+        with self.session() as s:
+            row = s.get(PollState, f"previews:{table_id}")
+            return bool(row.watermark_ms) if row else None
+
+    def set_shows_previews(self, table_id: str, shows: bool) -> None:
+        self._upsert(PollState(table_id=f"previews:{table_id}", watermark_ms=int(shows)))
+
     def first_seen(self, key: str, now: datetime) -> datetime:
         """When `key` was first asked about (now, the first time). Kept beside the watermarks."""
         name = f"since:{key}"

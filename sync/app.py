@@ -204,6 +204,8 @@ def make_runner(settings: Settings, stores: Stores, life: Lifecycle, locks: Proj
             shared=shares_files(settings),
             metrics=metrics,
             timings=stores.timings,
+            # Unknown until a poller (of this process or the gateway) has read the table's columns: made.
+            shows_previews=lambda p: stores.sync.shows_previews(p.table_id) is not False,
         )
     )
 
@@ -297,7 +299,6 @@ class App:
         self.metrics = watched(Metrics(), self.stores, [link.table for link in self.links], clock)
         self.runner = make_runner(settings, self.stores, self.life, self.locks, self.templates, self.publisher,
                                   make_fetch_image(settings, tables_of(self.links)), clock, self.stopping, self.metrics)
-        self.runner.d.shows_previews = self._shows_previews
         self.pool = WorkerPool(self.runner.run, settings.workers)
 
     # The first (in one-table set-ups, the only) table's parts.
@@ -312,16 +313,6 @@ class App:
     @property
     def writer(self) -> TableWriter:
         return self.links[0].writer
-
-    def _shows_previews(self, p: Project) -> bool:
-        link = next((k for k in self.links if k.connection.table_id == p.table_id), None)
-        if link is None:
-            return True
-        cols = link.connection.settings.columns
-        try:
-            return bool(link.poller.known_fields() & {cols.preview, cols.animatic})
-        except Exception:  # noqa: BLE001 - the table is not answering: make them, they may be shown later
-            return True
 
     def tick(self) -> int:
         """Poll each table once and queue whatever can run. Returns how many projects were queued."""

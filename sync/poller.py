@@ -115,6 +115,8 @@ class Poller:
     def _table_fields(self) -> dict[str, int]:
         if self._fields is None:
             self._fields = {f.name: f.type for f in self.table.list_fields()}
+            self.stores.sync.set_shows_previews(self.table.table_id,
+                                                bool(self._fields.keys() & {self.cols.preview, self.cols.animatic}))
         return self._fields
 
     def known_fields(self) -> set[str]:

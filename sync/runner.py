@@ -71,8 +71,8 @@ class RunnerDeps:
     metrics: Metrics = field(default_factory=Metrics)
     # Where the time each piece of work took is kept (for the estimate in 进度); None: not kept.
     timings: TimingStore | None = None
-    # Whether the project's table has a 预览 or 分镜预览 column to show previews in (None: unknown,
-    # e.g. a worker that never talks to Feishu; they are made). Saves the ffmpeg work where not.
+    # Whether the project's table has a 预览 or 分镜预览 column to show previews in (None: always
+    # made). Saves the ffmpeg work where nobody would see it.
     shows_previews: Callable[[Project], bool] | None = None
 
 
