@@ -228,6 +228,9 @@ def cmd_once(args) -> int:
     return PENDING_WRITES
 
 
+RUN_FINISHED_SHOWN = 10  # rows that ended, under those in work, in `run`'s live table
+
+
 def _until_signal(service, what: str) -> int:
     """Run a service until SIGTERM or SIGINT (Ctrl-C); a second Ctrl-C quits at once."""
     stop = threading.Event()
@@ -249,7 +252,11 @@ def _until_signal(service, what: str) -> int:
 
 
 def cmd_run(args) -> int:
-    return _until_signal(_live_app(args), "polling")
+    from sync.progress import watching
+
+    app = _live_app(args)
+    with watching(app.store, finished_kept=RUN_FINISHED_SHOWN):
+        return _until_signal(app, "polling")
 
 
 def cmd_gateway(args) -> int:

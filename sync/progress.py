@@ -1,4 +1,4 @@
-"""What `demo` and `once` show while rows are made: a live table in a terminal (rich), plain
+"""What `demo`, `once` and `run` show while rows are made: a live table in a terminal (rich), plain
 lines when the output is a file or a pipe (cron, CI logs), so nothing is lost either way."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from rich.table import Table
 
 from storage.models import Project
 from storage.projects import ProjectStore
+from sync import lifecycle
 
 
 class ProgressView(Protocol):
@@ -70,18 +71,28 @@ class LiveTable:
 
 
 @contextmanager
-def watching(store: ProjectStore, stream: TextIO | None = None, every: float = 0.5) -> Iterator[None]:
-    """In a terminal, a live table of the rows worked on while the block runs (`once`); else nothing
-    (the log has a line per step)."""
+def watching(store: ProjectStore, stream: TextIO | None = None, every: float = 0.5,
+             finished_kept: int | None = None) -> Iterator[None]:
+    """In a terminal, a live table of the rows worked on while the block runs; else nothing (the
+    log has a line per step). `finished_kept`: a service that runs for days (`run`) shows the rows
+    still in work and only this many of those that ended, newest last, so the table stays a screen."""
     stream = stream or sys.stdout
     if not stream.isatty():
         yield
         return
     since, done, view = datetime.now(UTC), threading.Event(), LiveTable(stream)
 
+    def shown() -> list[Project]:
+        touched = [p for p in store.projects() if p.updated_at >= since]
+        if finished_kept is None:
+            return touched
+        ended = sorted((p for p in touched if p.state in lifecycle.FINAL), key=lambda p: p.updated_at)
+        kept = {p.id for p in ended[-finished_kept:]} if finished_kept else set()
+        return [p for p in touched if p.state not in lifecycle.FINAL or p.id in kept]
+
     def loop() -> None:
         while not done.wait(every):
-            view.show(p for p in store.projects() if p.updated_at >= since)
+            view.show(shown())
 
     thread = threading.Thread(target=loop, name="progress", daemon=True)
     thread.start()
@@ -90,5 +101,5 @@ def watching(store: ProjectStore, stream: TextIO | None = None, every: float = 0
     finally:
         done.set()
         thread.join()
-        view.show(p for p in store.projects() if p.updated_at >= since)
+        view.show(shown())
         view.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pty
+import signal
 import subprocess
 import sys
 import time
@@ -13,13 +14,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_in_terminal(argv: list[str], timeout: float = 600) -> tuple[int, str]:
+def run_in_terminal(argv: list[str], timeout: float = 600, env: dict[str, str] | None = None,
+                    then_stop_when: str | None = None) -> tuple[int, str]:
+    """Run `argv` on a pseudo-terminal and return its exit code and everything it drew. With
+    `then_stop_when`, a service is sent SIGINT (Ctrl-C) once that text has been drawn."""
     primary, secondary = pty.openpty()
-    env = {**os.environ, "COLUMNS": "160", "LINES": "40", "TERM": "xterm-256color"}
+    env = {**os.environ, **(env or {}), "COLUMNS": "160", "LINES": "40", "TERM": "xterm-256color"}
     env.pop("NO_COLOR", None)
     proc = subprocess.Popen(argv, stdin=secondary, stdout=secondary, stderr=secondary, cwd=ROOT, env=env)
     os.close(secondary)
-    out, deadline = b"", time.monotonic() + timeout
+    out, deadline, stopped = b"", time.monotonic() + timeout, False
     while time.monotonic() < deadline:
         try:
             chunk = os.read(primary, 65536)
@@ -28,7 +32,12 @@ def run_in_terminal(argv: list[str], timeout: float = 600) -> tuple[int, str]:
         if not chunk:
             break
         out += chunk
+        if then_stop_when and not stopped and then_stop_when in out.decode("utf-8", "replace"):
+            proc.send_signal(signal.SIGINT)
+            stopped = True
     os.close(primary)
+    if proc.poll() is None:
+        proc.kill()
     return proc.wait(60), out.decode("utf-8", "replace")
 
 
@@ -95,3 +104,40 @@ def test_once_in_a_terminal_draws_the_rows_it_works_on(sheet):
         assert app.once()
     drawn = screen.buffer.getvalue()
     assert "终端里的一行" in drawn and "已完成" in drawn and "100%" in drawn
+
+
+def test_run_in_a_terminal_draws_the_rows_it_works_on_until_stopped(sheet):
+    cols = sheet.cols
+    sheet.add_rows([{cols.title: "服务里的一行", cols.image: sheet.image_cell(), cols.template: "tiny",
+                     cols.shot_count: 1}])
+    code, screen = run_in_terminal([sys.executable, "-m", "sync.cli", "run"],
+                                   env=sheet.env(POLL_INTERVAL_SECONDS="0.3", FLUSH_INTERVAL_SECONDS="0.2"),
+                                   then_stop_when="100%")
+    assert code == 0, screen[-3000:]
+    assert "状态" in screen and "步骤" in screen and "服务里的一行" in screen and "已完成" in screen
+    assert "\x1b[" in screen  # redrawn in place
+    assert "finishing the current steps safely" in screen  # the Ctrl-C it was sent
+
+
+def test_run_shows_the_rows_in_work_and_only_the_newest_that_ended():
+    from datetime import UTC, datetime, timedelta
+
+    from storage.models import Project, ProjectState
+    from sync.progress import watching
+
+    later = datetime.now(UTC) + timedelta(minutes=1)
+    rows = [Project(id=f"p{i}", table_id="t", record_id=f"r{i}", title=f"已结束{i}", state=ProjectState.completed,
+                    updated_at=later + timedelta(seconds=i)) for i in range(3)]
+    rows.append(Project(id="p9", table_id="t", record_id="r9", title="还在做", state=ProjectState.generating,
+                        updated_at=later))
+
+    class Store:
+        def projects(self):
+            return rows
+
+    screen = Terminal()
+    with watching(Store(), screen, finished_kept=1):
+        pass
+    drawn = screen.buffer.getvalue()
+    assert "还在做" in drawn and "已结束2" in drawn
+    assert "已结束0" not in drawn and "已结束1" not in drawn
