@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Protocol
 
 from filelock import FileLock, Timeout
-from sqlalchemy import create_engine, text
-from sqlalchemy.pool import NullPool
+from sqlalchemy import Connection, create_engine, text
+from sqlalchemy.exc import DBAPIError
 
 
 class ProjectLocks(Protocol):
@@ -52,12 +52,17 @@ class FileLocks:
 
 
 class AdvisoryLocks:
-    """pg_try_advisory_lock on a connection of its own, held for as long as the lock is."""
+    """pg_try_advisory_lock on a connection of its own, held for as long as the lock is.
+
+    Connections are pooled: a new one costs both sides a few milliseconds of CPU (a server
+    process, the password exchange), and the gateway takes its flush lock several times a second.
+    A lock is released before its connection goes back to the pool, and a connection that cannot
+    release it is thrown away, which releases it too: a pooled connection never carries a lock."""
 
     def __init__(self, url: str):
-        # No pool: a lock lives and dies with its connection, and a pooled connection handed back
-        # with a lock still on it would hand the lock to whoever takes the connection next.
-        self.engine = create_engine(url, poolclass=NullPool)
+        # As many connections as locks held at once (max_overflow=-1: never wait for one); a few
+        # are kept for the next hold, the rest closed.
+        self.engine = create_engine(url, pool_size=4, max_overflow=-1, pool_pre_ping=True)
 
     @staticmethod
     def key_of(key: str) -> int:
@@ -65,12 +70,25 @@ class AdvisoryLocks:
 
     @contextmanager
     def hold(self, key: str) -> Iterator[bool]:
+        k = self.key_of(key)
         with self.engine.connect() as conn:
-            got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key_of(key)}).scalar()
+            got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": k}).scalar())
             conn.commit()  # no transaction left open for as long as the lock is held
-            yield bool(got)
-            # Closing the connection releases the lock.
+            try:
+                yield got
+            finally:
+                if got:
+                    _release(conn, k)
 
     def is_free(self, key: str) -> bool:
         with self.hold(key) as got:
             return got
+
+
+def _release(conn: Connection, key: int) -> None:
+    try:
+        conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        conn.commit()
+    except DBAPIError:
+        # The session is gone or unusable: closing it for good is what releases the lock.
+        conn.invalidate()
