@@ -1,15 +1,22 @@
-"""Scale-out throughput: one table, simulated 1 s GPU shots, 1 vs 2 vs 4 GPU workers (each its own
-"host": data dir, GPU slot, procrastinate worker on queue gpu:sim), one CPU worker for the
-storyboards and compose, one gateway, all on one PostgreSQL database. Prints throughput ratios
-against one worker in the same run and the queue wait per shot.
+"""Scale-out throughput: one table, simulated 1 s GPU shots, 1 vs 2 vs 4 GPU workers, each a
+"host" of its own (a process with its data dir, one GPU slot, a procrastinate worker on queue
+gpu:sim), one CPU worker for the storyboards and compose and one gateway (processes too), all on
+one PostgreSQL database, against the emulated table. Prints throughput ratios against one worker in
+the same run and the queue wait per shot.
 
-    SHEETREEL_BENCH_POSTGRES=postgresql://user:pw@127.0.0.1:5432/postgres python bench/scale.py [--projects 12]
+    SHEETREEL_BENCH_POSTGRES=postgresql://user:pw@127.0.0.1:5432/postgres python bench/scale.py [--projects 16]
+
+Hosts are processes, as in a deployment, so the roles do not queue for one interpreter lock; they
+still share this machine's cores, which real hosts would not.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
+import queue
+import resource
 import statistics
 import sys
 import tempfile
@@ -29,12 +36,14 @@ from bench.throughput import SimulatedGpu  # noqa: E402
 from connectors.feishu.emulator import Emulator  # noqa: E402
 from connectors.video.kenburns import KenBurnsGenerator  # noqa: E402
 from connectors.video.protocol import SegmentRequest  # noqa: E402
+from storage.db import make_engine  # noqa: E402
 from storage.models import ProjectState  # noqa: E402
+from storage.stores import Stores  # noqa: E402
 from storage.storyboard import Shot  # noqa: E402
-from sync.app import make_table  # noqa: E402
-from sync.roles import Gateway, Worker  # noqa: E402
+from sync.settings import Settings  # noqa: E402
 
 SHOTS = 7  # bench-gpu's shot count
+SPAWN = multiprocessing.get_context("spawn")  # a fresh interpreter per host, as on its own machine
 
 
 def database(admin: str) -> tuple[str, callable]:
@@ -47,6 +56,49 @@ def database(admin: str) -> tuple[str, callable]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     return admin.rsplit("/", 1)[0] + f"/{name}", drop
+
+
+def host(role: str, settings: Settings, ready, go, stop, results, gpu_seconds: float = 0.0, clip: Path | None = None) -> None:
+    """One host's process: build the role, say so, run it from `go` until `stop`, report its figures."""
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)  # "skipped: maximum number of running instances"
+    from sync.app import make_table
+    from sync.roles import Gateway, Worker
+
+    if role == "gateway":
+        gateway, halt = Gateway(settings, make_table(settings)), threading.Event()
+        ready.put(role)
+        go.wait()
+        started = cpu_seconds()
+        threading.Thread(target=lambda: (stop.wait(), halt.set()), daemon=True).start()
+        gateway.run(halt)
+        results.put((role, [], 0.0, cpu_seconds() - started))
+        return
+    queues = ["cpu"] if role == "cpu" else ["gpu:sim"]
+    worker = Worker(settings, queues)
+    gpu = None
+    if role != "cpu":
+        gpu = worker.runner.d.generators["simgpu"] = SimulatedGpu(gpu_seconds, clip)
+    ready.put(role)
+    go.wait()
+    started = cpu_seconds()
+    threading.Thread(target=lambda: (stop.wait(), worker.stop()), daemon=True).start()
+    worker.run(signals=False)
+    busy = sum(end - begin for begin, end in gpu.busy) if gpu else 0.0
+    results.put((role, [seconds for _, seconds in worker.waits], busy, cpu_seconds() - started))
+
+
+def machine_cpu_seconds() -> float:
+    """CPU time every process on this machine has used (Linux), in seconds."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq, *_ = (int(v) for v in f.readline().split()[1:])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds() -> float:
+    """This process's CPU time and its children's (ffmpeg), in seconds."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def run(gpu_workers: int, projects: int, seconds: float, clip: Path, admin: str, per_host: int) -> tuple[float, list[float], float]:
@@ -62,34 +114,50 @@ def run(gpu_workers: int, projects: int, seconds: float, clip: Path, admin: str,
             image = [{"file_token": emu.upload_media(app_token, "a.jpg", (ASSETS / "sample_2.jpg").read_bytes(), "image/jpeg")}]
             emu.add_records(app_token, table_id, [{cols.title: f"p{i}", cols.image: image, cols.template: "bench-gpu"}
                                                   for i in range(projects)])
-            gateway = Gateway(settings, make_table(settings))
-            cpu = Worker(settings.model_copy(update={"data_dir": root / "cpu", "workers": 4}), ["cpu"])
-            gpus = []
-            for i in range(gpu_workers):
-                # One GPU slot per host, a few jobs at once: one shot's frame work overlaps the next's inference.
-                w = Worker(settings.model_copy(update={"data_dir": root / f"gpu{i}", "workers": per_host, "gpu_slots": 1}),
-                           ["gpu:sim"])
-                w.runner.d.generators["simgpu"] = SimulatedGpu(seconds, clip)
-                gpus.append(w)
-            stop = threading.Event()
-            threads = [threading.Thread(target=gateway.run, args=(stop,))]
-            threads += [threading.Thread(target=w.run, kwargs={"signals": False}) for w in (cpu, *gpus)]
-            start = time.perf_counter()
-            for t in threads:
-                t.start()
-            store = gateway.stores.projects
-            while sum(p.state == ProjectState.completed for p in store.projects()) < projects:
-                if any(p.state == ProjectState.failed for p in store.projects()):
-                    raise SystemExit(f"a project failed: {[p.error for p in store.projects() if p.error]}")
-                time.sleep(0.1)
-            wall = time.perf_counter() - start
-            stop.set()
-            for w in (cpu, *gpus):
-                w.stop()
-            for t in threads:
-                t.join(timeout=120)
-            waits = [seconds for w in gpus for queue, seconds in w.waits]
-            busy = sum(end - begin for w in gpus for begin, end in w.runner.d.generators["simgpu"].busy)
+            store = Stores.open(make_engine(url), root / "observer").projects  # opening it migrates the database
+            ready, results, go, stop = SPAWN.Queue(), SPAWN.Queue(), SPAWN.Event(), SPAWN.Event()
+            hosts = [("gateway", settings, {}), ("cpu", settings.model_copy(update={"data_dir": root / "cpu", "workers": 4}), {})]
+            # One GPU slot per host, a few jobs at once: one shot's frame work overlaps the next's inference.
+            hosts += [(f"gpu{i}", settings.model_copy(update={"data_dir": root / f"gpu{i}", "workers": per_host, "gpu_slots": 1}),
+                       {"gpu_seconds": seconds, "clip": clip}) for i in range(gpu_workers)]
+            procs = [SPAWN.Process(target=host, args=(role, s, ready, go, stop, results), kwargs=kw, name=role)
+                     for role, s, kw in hosts]
+            for proc in procs:
+                proc.start()
+            waiting = len(procs)  # started and built, before the clock starts: start-up is not throughput
+            while waiting:
+                try:
+                    ready.get(timeout=1)
+                    waiting -= 1
+                except queue.Empty:
+                    if not all(proc.is_alive() for proc in procs):
+                        raise SystemExit("a host died while starting: see its output above") from None
+            start, machine = time.perf_counter(), machine_cpu_seconds()
+            go.set()
+            try:
+                while (states := [p.state for p in store.projects()]).count(ProjectState.completed) < projects:
+                    if ProjectState.failed in states:
+                        raise SystemExit(f"a project failed: {[p.error for p in store.projects() if p.error]}")
+                    if not all(proc.is_alive() for proc in procs):
+                        raise SystemExit("a host died: see its output above")
+                    time.sleep(0.25)  # the watching costs CPU the hosts share: not too often
+                wall, machine = time.perf_counter() - start, machine_cpu_seconds() - machine
+                stop.set()
+                reports = [results.get(timeout=180) for _ in procs]
+            finally:
+                stop.set()
+                for proc in procs:
+                    proc.join(timeout=60)
+                    if proc.is_alive():
+                        proc.kill()
+            waits = [w for role, ws, _, _ in reports if role.startswith("gpu") for w in ws]
+            busy = sum(b for _, _, b, _ in reports)
+            cpus = {role: cpu for role, _, _, cpu in reports}
+            gpu_cpu = sum(cpu for role, cpu in cpus.items() if role.startswith("gpu"))
+            print(f"  {gpu_workers} GPU worker(s): CPU seconds while timed: gateway {cpus['gateway']:.1f}, "
+                  f"CPU worker {cpus['cpu']:.1f}, GPU hosts {gpu_cpu:.1f} ({gpu_cpu / (projects * SHOTS):.2f} per shot); "
+                  f"hosts together {sum(cpus.values()) / wall:.2f} cores, the whole machine (PostgreSQL, the emulated "
+                  f"Feishu too) {machine / wall:.2f} of its {os.cpu_count()}", flush=True)
             return wall, waits, busy
     finally:
         drop()
@@ -97,12 +165,11 @@ def run(gpu_workers: int, projects: int, seconds: float, clip: Path, admin: str,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--projects", type=int, default=12)
+    ap.add_argument("--projects", type=int, default=16)
     ap.add_argument("--gpu-seconds", type=float, default=1.0)
     ap.add_argument("--workers", default="1,2,4", help="GPU worker counts to compare (default 1,2,4)")
-    ap.add_argument("--per-host", type=int, default=3, help="jobs each GPU worker runs at once on its one GPU slot (default 3)")
+    ap.add_argument("--per-host", type=int, default=2, help="jobs each GPU worker runs at once on its one GPU slot: one infers while the other does its frame work (default 2)")
     args = ap.parse_args()
-    logging.getLogger("apscheduler").setLevel(logging.ERROR)  # "skipped: maximum number of running instances"
     admin = os.environ.get("SHEETREEL_BENCH_POSTGRES") or os.environ.get("SHEETREEL_TEST_POSTGRES")
     if not admin:
         raise SystemExit("set SHEETREEL_BENCH_POSTGRES=postgresql://user:password@127.0.0.1:5432/postgres")
