@@ -256,12 +256,13 @@ class ProjectRunner:
                 return lifecycle.step_progress(q, pct, text, made=True)
 
             self._commit(p, made, (seg,))
-            if res.index in shot_started:
-                took = time.monotonic() - shot_started[res.index]
+            took = time.monotonic() - shot_started[res.index] if res.index in shot_started else None
+            if took is not None:
                 self.d.metrics.shot_seconds.labels(backend=res.backend).observe(took)
                 self._record("shot", res.backend, res.duration or 0.0, took)
-            log.info("shot done project=%s record=%s shot=%d backend=%s seconds=%.1f", p.id, p.record_id, res.index,
-                     res.backend, res.duration or 0)
+            # seconds= is time taken, as on the step lines; length= the clip's own duration.
+            log.info("shot done project=%s record=%s shot=%d backend=%s seconds=%s length=%.1f", p.id, p.record_id,
+                     res.index, res.backend, f"{took:.1f}" if took is not None else "-", res.duration or 0)
 
         generate_segments(board, paths, template, sources, lambda k, source: by_source[source],
                           {s.index for s in finished}, on_start, on_done, seed=TAKE_SEED_STRIDE * p.takes,

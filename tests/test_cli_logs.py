@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import pytest
 
@@ -39,6 +40,9 @@ def test_once_logs_each_step_with_its_project_record_and_seconds(sheet, monkeypa
     done = [line for line in lines if "step done" in line]
     assert [line.split(" step=")[1].split()[0] for line in done] == ["storyboard", "segments", "compose"]
     assert all(f"record={record}" in line and " seconds=" in line and "level=INFO" in line for line in done)
+    # A shot's line says how long it took and, apart, how long the clip is (tiny: 1 s shots).
+    [shot] = [line for line in lines if "shot done" in line]
+    assert re.search(r" seconds=\d+\.\d length=1\.0$", shot), shot
     # Quiet libraries: no HTTP request lines, no scheduler ticks.
     assert not [line for line in lines if "logger=httpx" in line or "apscheduler" in line or "HTTP Request" in line]
 

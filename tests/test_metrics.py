@@ -63,6 +63,13 @@ def test_the_counters_move_while_rows_are_made_and_the_gauges_match_the_sheet(sh
     assert value(after, "sheetreel_shot_seconds_count", backend="kenburns") == 4
     assert value(after, "sheetreel_feishu_calls_total", api="search records", result="ok") > \
         value(before, "sheetreel_feishu_calls_total", api="search records", result="ok")
+    # Each upload and download is counted by its kind: file names and tokens would make a new
+    # series per video, which a Prometheus server keeps for good.
+    assert value(after, "sheetreel_feishu_calls_total", api="upload", result="ok") >= 2  # each final.mp4
+    assert value(after, "sheetreel_feishu_calls_total", api="download", result="ok") >= 1  # the opening image
+    assert value(after, "sheetreel_feishu_calls_total", api="update records", result="ok") >= 1
+    apis = set(re.findall(r'sheetreel_feishu_calls_total\{api="([^"]*)"', after))
+    assert apis <= {"list fields", "search records", "update records", "upload", "download", "create records"}, apis
     assert value(after, "sheetreel_outbox_pending") == 0 and value(after, "sheetreel_outbox_oldest_seconds") == 0
     assert health.status_code == 200 and health.json() == {"status": "ok", "pending_writes": 0}
 

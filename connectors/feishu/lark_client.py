@@ -71,6 +71,9 @@ class LarkBitable:
     # -- the one place vendor failures are translated ------------------------------------------
 
     def _call(self, what: str, send: Callable[[], T]) -> T:
+        """`what` names the call in error messages ("upload final.mp4"); the metrics count it by
+        its kind alone ("upload"), so file names and tokens never become label values."""
+
         def late() -> Exception:
             return Unavailable(f"飞书在 {self.deadline_seconds:g} 秒内没有答完，稍后自动重试 ({what})")
 
@@ -79,10 +82,10 @@ class LarkBitable:
                                  on_token_invalid=self._forget_token)
         except Exception as e:
             if self.observe:
-                self.observe(what, str(getattr(e, "feishu_code", None) or type(e).__name__))
+                self.observe(call_kind(what), str(getattr(e, "feishu_code", None) or type(e).__name__))
             raise
         if self.observe:
-            self.observe(what, "ok")
+            self.observe(call_kind(what), "ok")
         return result
 
     def _forget_token(self) -> None:
@@ -203,7 +206,7 @@ class LarkBitable:
             .body(body)
             .build()
         )
-        self._call(f"update {len(updates)} records", lambda: _parsed(self.client.request(req)))
+        self._call(f"update records ({len(updates)})", lambda: _parsed(self.client.request(req)))
 
     # -- attachments -----------------------------------------------------------------------------
 
@@ -256,6 +259,15 @@ class LarkBitable:
         req = DownloadMediaRequest.builder().file_token(file_token).extra(extra).build()
         resp = self._call(f"download {file_token}", lambda: self.client.drive.v1.media.download(req))
         return resp.file.read()
+
+
+# The fixed words each call's text starts with; what follows them varies (names, tokens, counts).
+CALL_KINDS = ("list fields", "create field", "update field", "search records", "create records", "update records",
+              "prepare upload", "upload part", "finish upload", "upload", "download")
+
+
+def call_kind(what: str) -> str:
+    return next((kind for kind in CALL_KINDS if what == kind or what.startswith(kind + " ")), "other")
 
 
 def _field_info(f: Any) -> FieldInfo:
