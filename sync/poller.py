@@ -119,10 +119,6 @@ class Poller:
                                                 bool(self._fields.keys() & {self.cols.preview, self.cols.animatic}))
         return self._fields
 
-    def known_fields(self) -> set[str]:
-        """The table's column names, as this poller last read them."""
-        return set(self._table_fields())
-
     # -- one row ----------------------------------------------------------------------------------
 
     def _intake(self, row: RowInput) -> bool:
