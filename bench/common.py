@@ -13,16 +13,21 @@ ASSETS = Path(__file__).resolve().parent.parent / "sync" / "demo_assets"
 BENCH_TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
-def schema() -> list[tuple]:
+def schema(previews: bool = True) -> list[tuple]:
+    """The table SheetReel's `init --create` makes; without the optional 预览 / 分镜预览 columns
+    (and so without the previews drawn for them) unless `previews`."""
     out = []
-    for name, ftype, options in Columns().schema(["bench-gpu", "bench-small"]):
+    cols = Columns()
+    for name, ftype, options in cols.schema(["bench-gpu", "bench-small"]):
+        if not previews and name in (cols.preview, cols.animatic):
+            continue
         out.append((name, ftype, {"options": [{"name": o} for o in options]}) if options else (name, ftype))
     return out
 
 
-def bench_table(emu: Emulator, data_dir: Path, **overrides) -> tuple[str, str, Settings]:
+def bench_table(emu: Emulator, data_dir: Path, previews: bool = True, **overrides) -> tuple[str, str, Settings]:
     app_token = emu.create_app(name="bench")
-    table_id = emu.create_table(app_token, name="bench", fields=schema())
+    table_id = emu.create_table(app_token, name="bench", fields=schema(previews))
     settings = Settings(
         FEISHU_APP_ID=APP_ID,
         FEISHU_APP_SECRET=SECRET,

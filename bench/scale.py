@@ -101,14 +101,15 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def run(gpu_workers: int, projects: int, seconds: float, clip: Path, admin: str, per_host: int) -> tuple[float, list[float], float]:
+def run(gpu_workers: int, projects: int, seconds: float, clip: Path, admin: str, per_host: int,
+        previews: bool = True) -> tuple[float, list[float], float]:
     url, drop = database(admin)
     try:
         with tempfile.TemporaryDirectory() as tmp, Emulator(app_id=APP_ID, app_secret=SECRET) as emu:
             emu.start()
             root = Path(tmp)
             app_token, table_id, settings = bench_table(
-                emu, root / "gateway", SHEETREEL_DATABASE_URL=url, SHEETREEL_STORE_DIR=root / "store",
+                emu, root / "gateway", previews, SHEETREEL_DATABASE_URL=url, SHEETREEL_STORE_DIR=root / "store",
                 SHEETREEL_QUEUES={"simgpu": "gpu:sim"}, POLL_INTERVAL_SECONDS=0.2, FLUSH_INTERVAL_SECONDS=0.2)
             cols = settings.columns
             image = [{"file_token": emu.upload_media(app_token, "a.jpg", (ASSETS / "sample_2.jpg").read_bytes(), "image/jpeg")}]
@@ -169,6 +170,8 @@ def main() -> None:
     ap.add_argument("--gpu-seconds", type=float, default=1.0)
     ap.add_argument("--workers", default="1,2,4", help="GPU worker counts to compare (default 1,2,4)")
     ap.add_argument("--per-host", type=int, default=2, help="jobs each GPU worker runs at once on its one GPU slot: one infers while the other does its frame work (default 2)")
+    ap.add_argument("--no-previews", action="store_true",
+                    help="a table without the 预览 / 分镜预览 columns, so the CPU worker draws no previews")
     args = ap.parse_args()
     admin = os.environ.get("SHEETREEL_BENCH_POSTGRES") or os.environ.get("SHEETREEL_TEST_POSTGRES")
     if not admin:
@@ -178,7 +181,8 @@ def main() -> None:
         clip = Path(tmp) / "clip.mp4"
         KenBurnsGenerator().generate(SegmentRequest(image=ASSETS / "sample_2.jpg", shot=Shot(index=0, prompt="x", duration=1.0),
                                                     width=180, height=320, fps=12, out=clip))
-        results = {n: run(n, args.projects, args.gpu_seconds, clip, admin, args.per_host) for n in counts}
+        results = {n: run(n, args.projects, args.gpu_seconds, clip, admin, args.per_host, not args.no_previews)
+                   for n in counts}
     base = results[counts[0]][0]
     for n, (wall, waits, busy) in results.items():
         per_shot = statistics.mean(waits) / SHOTS if waits else 0.0
