@@ -70,7 +70,12 @@ def make_messenger(settings: Settings, table: BitableClient) -> Messenger | None
     from connectors.feishu.messenger import LarkMessenger, WebhookMessenger
 
     if settings.feishu_chat_id and isinstance(table, LarkBitable):
-        return LarkMessenger(table.client, settings.feishu_chat_id)
+        # Counted with the table's calls: `watched` gives the table its counter after this is built.
+        def observe(kind: str, result: str) -> None:
+            if table.observe:
+                table.observe(kind, result)
+
+        return LarkMessenger(table.client, settings.feishu_chat_id, observe)
     if settings.feishu_webhook_url:
         return WebhookMessenger(settings.feishu_webhook_url, settings.feishu_webhook_secret.get_secret_value())
     return None

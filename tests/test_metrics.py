@@ -38,6 +38,7 @@ def rows(sheet: Sheet, count: int, shots: int = 2) -> list[str]:
 
 def test_the_counters_move_while_rows_are_made_and_the_gauges_match_the_sheet(sheet):
     rows(sheet, 2)
+    sheet.settings = sheet.settings.model_copy(update={"feishu_chat_id": "oc_team"})
     app = sheet.app()
     with serving(app.metrics, "127.0.0.1", 0) as server, httpx.Client(timeout=30) as http:
         base = f"http://127.0.0.1:{server.server_address[1]}"
@@ -69,7 +70,10 @@ def test_the_counters_move_while_rows_are_made_and_the_gauges_match_the_sheet(sh
     assert value(after, "sheetreel_feishu_calls_total", api="download", result="ok") >= 1  # the opening image
     assert value(after, "sheetreel_feishu_calls_total", api="update records", result="ok") >= 1
     apis = set(re.findall(r'sheetreel_feishu_calls_total\{api="([^"]*)"', after))
-    assert apis <= {"list fields", "search records", "update records", "upload", "download", "create records"}, apis
+    # The chat's calls too, through the same client.
+    assert value(after, "sheetreel_feishu_calls_total", api="send message", result="ok") == 2
+    assert apis <= {"list fields", "search records", "update records", "upload", "download", "create records",
+                    "send message", "upload image"}, apis
     assert value(after, "sheetreel_outbox_pending") == 0 and value(after, "sheetreel_outbox_oldest_seconds") == 0
     assert health.status_code == 200 and health.json() == {"status": "ok", "pending_writes": 0}
 

@@ -54,6 +54,20 @@ def from_exception(what: str, exc: Exception) -> SheetReelError | None:
 T = TypeVar("T")
 
 
+def observed(observe: Callable[[str, str], None] | None, kind: str, run: Callable[[], T]) -> T:
+    """`run()`, telling `observe` (for the metrics) the call's kind and "ok" or the error's Feishu
+    code (or its type, for a failure that never reached Feishu)."""
+    try:
+        result = run()
+    except Exception as e:
+        if observe:
+            observe(kind, str(getattr(e, "feishu_code", None) or type(e).__name__))
+        raise
+    if observe:
+        observe(kind, "ok")
+    return result
+
+
 def call(what: str, send: Callable[[], T], on_token_invalid: Callable[[], None] | None = None) -> T:
     """Run one SDK call; raise our error type for a transport failure or a non-zero code."""
     try:

@@ -77,16 +77,8 @@ class LarkBitable:
         def late() -> Exception:
             return Unavailable(f"飞书在 {self.deadline_seconds:g} 秒内没有答完，稍后自动重试 ({what})")
 
-        try:
-            result = errors.call(what, lambda: deadline.within(self.deadline_seconds, send, late),
-                                 on_token_invalid=self._forget_token)
-        except Exception as e:
-            if self.observe:
-                self.observe(call_kind(what), str(getattr(e, "feishu_code", None) or type(e).__name__))
-            raise
-        if self.observe:
-            self.observe(call_kind(what), "ok")
-        return result
+        return errors.observed(self.observe, call_kind(what), lambda: errors.call(
+            what, lambda: deadline.within(self.deadline_seconds, send, late), on_token_invalid=self._forget_token))
 
     def _forget_token(self) -> None:
         # The SDK never refreshes a token the server rejected (FEISHU_API.md §1.3); drop it so the

@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import lark_oapi as lark
@@ -21,6 +22,7 @@ from connectors.feishu.protocol import Card
 from storage.errors import AuthFailed, Permanent, RateLimited, Unavailable
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def card_json(card: Card, image_key: str | None = None) -> dict:
@@ -46,8 +48,13 @@ class LarkMessenger:
     """Sends as the app's bot into a chat. Feishu drops a repeated `uuid` within an hour, which
     makes a resend after a crash harmless."""
 
-    def __init__(self, client: lark.Client, chat_id: str):
+    def __init__(self, client: lark.Client, chat_id: str, observe: Callable[[str, str], None] | None = None):
         self.client, self.chat_id = client, chat_id
+        # Told of every call: (what, "ok" or the error's Feishu code / kind), for the metrics.
+        self.observe = observe
+
+    def _call(self, what: str, send: Callable[[], T]) -> T:
+        return errors.observed(self.observe, what, lambda: errors.call(what, send))
 
     def send_card(self, card: Card, dedupe_key: str) -> None:
         body = (
@@ -59,7 +66,7 @@ class LarkMessenger:
             .build()
         )
         req = CreateMessageRequest.builder().receive_id_type("chat_id").request_body(body).build()
-        errors.call("send message", lambda: self.client.im.v1.message.create(req))
+        self._call("send message", lambda: self.client.im.v1.message.create(req))
 
     def _image_key(self, image: Path | None) -> str | None:
         """The cover, uploaded for this card; without it (gone from disk, refused) the card still goes."""
@@ -69,7 +76,7 @@ class LarkMessenger:
             req = CreateImageRequest.builder().request_body(
                 CreateImageRequestBody.builder().image_type("message").image(f).build()).build()
             try:
-                return errors.call("upload image", lambda: self.client.im.v1.image.create(req)).data.image_key
+                return self._call("upload image", lambda: self.client.im.v1.image.create(req)).data.image_key
             except (Permanent, AuthFailed) as e:  # e.g. no im:resource permission: the words still count
                 log.warning("card image not uploaded error=%s", e)
                 return None
