@@ -79,8 +79,10 @@ def test_a_connection_lost_while_holding_takes_its_lock_with_it_and_is_not_reuse
     with a.hold("p1") as got:
         assert got
         with admin.connect() as conn:  # the server ends the holder's session (a restart, a network cut)
+            # Only this test's database: the server may be serving other test runs.
             conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_locks "
-                              "WHERE locktype = 'advisory' AND pid <> pg_backend_pid()"))
+                              "WHERE locktype = 'advisory' AND pid <> pg_backend_pid() AND database = "
+                              "(SELECT oid FROM pg_database WHERE datname = current_database())"))
     admin.dispose()
     assert b.is_free("p1")
     # The pool hands out a working connection afterwards, and no lock rides along with it.
