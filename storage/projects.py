@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
@@ -73,11 +74,14 @@ class ProjectStore(Repo):
             q = select(Project).where(Project.table_id == table_id, Project.record_id == record_id)
             return s.exec(q).first()
 
-    def projects(self, states: Iterable[ProjectState] | None = None) -> list[Project]:
+    def projects(self, states: Iterable[ProjectState] | None = None, updated_since: datetime | None = None) -> list[Project]:
         with self.session() as s:
             q = select(Project).order_by(Project.created_at, Project.id)
             if states is not None:
                 q = q.where(col(Project.state).in_(list(states)))
+            if updated_since is not None:
+                # Stored as UTC ISO-8601 text (AwareDateTime), which sorts as the times do.
+                q = q.where(col(Project.updated_at) >= updated_since)
             return list(s.exec(q))
 
     def count_by_state(self) -> dict[str, int]:

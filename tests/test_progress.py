@@ -132,8 +132,8 @@ def test_run_shows_the_rows_in_work_and_only_the_newest_that_ended():
                         updated_at=later))
 
     class Store:
-        def projects(self):
-            return rows
+        def projects(self, updated_since):
+            return [p for p in rows if p.updated_at >= updated_since]
 
     screen = Terminal()
     with watching(Store(), screen, finished_kept=1):
