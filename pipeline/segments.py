@@ -79,11 +79,8 @@ def generate_segments(
 
 
 def _guard_drift(paths: ProjectPaths, k: int, threshold: float | None) -> float:
-    distance = drift.colour_distance(paths.last_frame(k), paths.opening_image)
     paths.seed_frame(k).unlink(missing_ok=True)
-    if threshold is not None and distance > threshold:
-        drift.correct_towards(paths.last_frame(k), paths.opening_image, paths.seed_frame(k))
-    return round(distance, 2)
+    return round(drift.guard(paths.last_frame(k), paths.opening_image, paths.seed_frame(k), threshold), 2)
 
 
 def _ensure_frames(paths: ProjectPaths, k: int) -> None:

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from connectors import ffmpeg
-from pipeline.drift import colour_distance, correct_towards, lab_to_rgb, rgb_to_lab
+from pipeline.drift import colour_distance, correct_towards, guard, lab_to_rgb, rgb_to_lab
 from storage.errors import MediaError
 
 THRESHOLD = 6.0  # a plainly visible cast; what the pipeline would act on
@@ -52,6 +52,18 @@ def test_identical_frames_have_no_distance(original, tmp_path):
 
 def test_a_colour_cast_is_far(original, shifted):
     assert colour_distance(original, shifted) > THRESHOLD
+
+
+def test_the_guard_measures_and_corrects_only_above_its_threshold(original, shifted, tmp_path):
+    out = tmp_path / "seed.jpg"
+    assert guard(original, original, out, THRESHOLD) == pytest.approx(0.0, abs=1e-9)
+    assert not out.exists()  # nothing to correct: the frame seeds the next shot as it is
+    distance = guard(shifted, original, out, THRESHOLD)
+    assert distance == pytest.approx(colour_distance(shifted, original)) and distance > THRESHOLD
+    assert colour_distance(out, original) < THRESHOLD / 2
+    out.unlink()
+    assert guard(shifted, original, out, None) == pytest.approx(distance)  # no threshold: measure only
+    assert not out.exists()
 
 
 def test_motion_without_a_cast_is_near(original, tmp_path):
@@ -114,7 +126,7 @@ def test_a_frame_that_is_not_a_view_of_the_reference_is_never_tinted(original, t
 
 
 def test_registration_scores_every_position_as_the_direct_formula_does():
-    from pipeline.drift import _best_position
+    from pipeline.drift import _Reference
 
     rng = np.random.default_rng(5)
     image = rng.random((40, 30)) * 100
@@ -125,6 +137,10 @@ def test_registration_scores_every_position_as_the_direct_formula_does():
         (float((w := image[y:y + 25, x:x + 18]) .ravel() @ t.ravel() / (np.sqrt(((w - w.mean()) ** 2).sum()) * np.sqrt((t ** 2).sum()))), y, x)
         for y in range(40 - 25 + 1) for x in range(30 - 18 + 1)
     )
-    score, y, x = _best_position(image, template)
+    reference = _Reference(image)
+    score, y, x = reference.best_position(template)
     assert (y, x) == (best[1], best[2]) == (7, 4)
     assert score == pytest.approx(best[0], abs=1e-9)
+    # The reference is prepared once and serves templates of every size up to its own.
+    assert reference.best_position(image)[1:] == (0, 0)
+    assert reference.best_position(image[20:28, 10:18])[1:] == (20, 10)
