@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import configparser
+import fnmatch
+import json
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -59,3 +62,52 @@ def test_env_example_lists_every_setting_as_the_settings_class_has_it():
     listed = {line[2:].split("=", 1)[0] for line in shipped.splitlines() if line.startswith("# ") and "=" in line
               and line[2:].split("=", 1)[0].isupper()}
     assert listed == {f.alias for f in Settings.model_fields.values()}
+
+
+def dockerfile(name: str) -> dict[str, list[str]]:
+    """Each instruction's arguments, the last one of each kind (as Docker applies them)."""
+    lines = (ROOT / name).read_text().replace("\\\n", " ").splitlines()
+    found: dict[str, list[str]] = {}
+    for line in lines:
+        if line.strip() and not line.lstrip().startswith("#"):
+            keyword, _, rest = line.strip().partition(" ")
+            found[keyword.upper()] = [rest.strip()]
+    return found
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.gpu"])
+def test_each_image_runs_a_command_the_cli_accepts_as_a_user_not_root(name):
+    found = dockerfile(name)
+    assert json.loads(found["ENTRYPOINT"][0]) == ["sheetreel"]
+    build_parser().parse_args(json.loads(found["CMD"][0]))
+    assert found["USER"][0] not in ("root", "0")
+
+
+def ignored(path: str, patterns: list[str]) -> bool:
+    """Whether .dockerignore keeps `path` out of the build context (its last matching line wins;
+    a pattern that matches a folder matches everything in it)."""
+    parts = path.split("/")
+    result = False
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        pattern = pattern.lstrip("!").strip("/")
+        candidates = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+        if pattern.startswith("**/"):
+            candidates += ["/".join(parts[i:j]) for i in range(len(parts)) for j in range(i + 1, len(parts) + 1)]
+            pattern = pattern[3:]
+        if any(fnmatch.fnmatchcase(c, pattern) for c in candidates):
+            result = not negated
+    return result
+
+
+def test_the_build_context_holds_the_package_and_leaves_out_venvs_data_and_secrets():
+    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    needed = [p for p in tracked if p in ("pyproject.toml", "README.md", "LICENSE")
+              or p.split("/")[0] in ("connectors", "pipeline", "sync", "storage", "templates", "scripts")]
+    assert len(needed) > 100 and not [p for p in needed if ignored(p, patterns)]
+    for unwanted in (".venv/bin/python", ".venv-high/lib/x.py", ".git/config", ".env", ".env.local", "data/sheetreel.db",
+                     "sync/__pycache__/cli.cpython-311.pyc", "tests/test_demo.py", "models/wan/config.json"):
+        assert ignored(unwanted, patterns), unwanted
+    assert not ignored(".env.example", patterns)
