@@ -71,9 +71,14 @@ class ImageFetcher:
             raise Transient(f"无法连接首帧图片地址，稍后自动重试：{url} ({type(e).__name__})") from e
 
     def _check_url(self, url: str) -> SplitResult:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise BadInput(f"首帧图片链接“{url}”无效：请填写 http(s) 图片链接或上传附件")
+        invalid = BadInput(f"首帧图片链接“{url}”无效：请填写 http(s) 图片链接或上传附件")
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname  # raises for a bracketed host that is not an IPv6 address
+        except ValueError:
+            raise invalid from None
+        if parts.scheme not in ("http", "https") or not host:
+            raise invalid
         try:
             parts.port  # noqa: B018 - raises for a port out of range
         except ValueError as e:

@@ -152,9 +152,15 @@ class TemplateLibrary:
     def _load(folder: Path) -> TemplateConfig:
         try:
             raw = tomllib.loads((folder / "template.toml").read_text(encoding="utf-8"))
+            if taken := sorted({"id", "folder"} & raw.keys()):  # the folder decides both
+                raise Permanent(f"模板“{folder.name}”的配置文件有误：不能设置 {', '.join(taken)}（模板名就是文件夹名）")
             return TemplateConfig(id=folder.name, folder=folder, **raw)
         except tomllib.TOMLDecodeError as e:
             raise Permanent(f"模板“{folder.name}”的配置文件有误：{e}".splitlines()[0]) from e
+        except UnicodeDecodeError as e:
+            raise Permanent(f"模板“{folder.name}”的配置文件有误：不是 UTF-8 文本") from e
+        except OSError as e:
+            raise Permanent(f"模板“{folder.name}”的配置文件无法读取：{e.strerror}") from e
         except ValidationError as e:
             problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()[:5])
             raise Permanent(f"模板“{folder.name}”的配置文件有误：{problems}") from e

@@ -59,8 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "columns and sample rows, run the real poller through lark-oapi until every row is done, "
                        "and print the results. No credentials, GPU or network needed.")
     d.add_argument("--data-dir", type=Path, default=Path("./demo-data"), help="where the DB, videos and the emulated table live (default ./demo-data)")
-    d.add_argument("--rows", type=int, default=3, help="how many sample rows to add (default 3)")
-    d.add_argument("--shots", type=int, default=None, help="shots per video (default: the template's)")
+    d.add_argument("--rows", type=_between(1, 50), default=3, help="how many sample rows to add, 1 to 50 (default 3)")
+    d.add_argument("--shots", type=_between(1, 20), default=None, help="shots per video, 1 to 20 (default: the template's)")
     d.add_argument("--template", default="pet-eating",
                    help="pet-eating (default: 7 portrait shots) or landscape-story (narration, subtitles, logo, "
                    "fades, stock shots: with TTS_BASE_URL set it is narrated; stock clips are synthetic unless "
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=text, description=text + ". Settings come from the environment or .env.")
         c.add_argument("--data-dir", type=Path, default=None, help="data dir (default SHEETREEL_DATA_DIR or ./data)")
         if name == "once":
-            c.add_argument("--wait-writes", type=float, default=600, metavar="SECONDS",
+            c.add_argument("--wait-writes", type=cli_ops.non_negative, default=600, metavar="SECONDS",
                            help="how long to keep sending sheet writes the table refuses for now (default 600); "
                                 f"exit code {PENDING_WRITES} if some are still pending")
     COMMANDS.update(cli_ops.register(sub))
@@ -122,7 +122,24 @@ def _queue_list(value: str) -> list[str]:
     return queues
 
 
+def _between(low: int, high: int):
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = low - 1
+        if not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"not a whole number from {low} to {high}: {value!r}")
+        return number
+
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if unreadable := [a for a in argv if _undecodable(a)]:
+        print(f"sheetreel: error: an argument is not UTF-8 text: {unreadable[0]!r}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     logs.configure(service=args.command in SERVICES, verbose=args.verbose, fmt=args.log_format)
     try:
@@ -151,6 +168,19 @@ def main(argv: list[str] | None = None) -> int:
         # so the interpreter's own flush at exit does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:  # a data dir that is a file, under /proc, not writable...
+        where = f": {e.filename}" if e.filename else ""
+        return _fail(f"{e.strerror or e}{where}", "check that the path exists, is a folder where one is expected, "
+                                                   "and that this user may write there")
+
+
+def _undecodable(arg: str) -> bool:
+    """Bytes that were not UTF-8 reach Python as lone surrogates, which no database or file takes."""
+    try:
+        arg.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _fail(message: str, hint: str) -> int:
@@ -169,10 +199,6 @@ def cmd_demo(args) -> int:
     from sync.progress import progress_view
     from sync.report import format_table
 
-    if not 1 <= args.rows <= 50:
-        raise CliError("--rows must be between 1 and 50")
-    if args.shots is not None and not 1 <= args.shots <= 20:
-        raise CliError("--shots must be between 1 and 20")
     rows = run_demo(args.data_dir, rows=args.rows, shots=args.shots, template=args.template, view=progress_view())
     print()
     print(format_table(rows))

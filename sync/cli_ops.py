@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> dict:
     p = add("inspect-db", "projects by state, stuck work, last errors, outbox backlog",
             "Summarise the database: projects by state and template, stuck work, the last errors, the outbox backlog.")
     add_filters(p)
-    p.add_argument("--stuck-minutes", type=float, default=30, help="running this long without progress counts as stuck (default 30)")
+    p.add_argument("--stuck-minutes", type=non_negative, default=30, help="running this long without progress counts as stuck (default 30)")
 
     p = add("verify-consistency", "compare DB, meta.json, files and the sheet; --fix repairs",
             "Compare every project's DB row with its meta.json, its files (sizes, ffprobe durations) and its sheet row. "
@@ -46,19 +46,19 @@ def register(sub: argparse._SubParsersAction) -> dict:
 
     p = add("reset-stuck", "put running work with no live worker back to its last good stage",
             "Running work whose lock nobody holds, or that has shown no progress for --minutes, goes back to its last good stage.")
-    p.add_argument("--minutes", type=_not_negative, default=30, help="no progress for this long counts as stuck (default 30)")
+    p.add_argument("--minutes", type=non_negative, default=30, help="no progress for this long counts as stuck (default 30)")
     p.add_argument("--dry-run", action="store_true", help="show what would be reset")
 
     p = add("cleanup", "delete intermediates of projects completed more than N days ago",
             "Delete segments, frames and inputs of projects completed more than --days ago; keeps final video, cover, meta.json.")
-    p.add_argument("--days", type=_not_negative, required=True, help="age in days")
+    p.add_argument("--days", type=non_negative, required=True, help="age in days")
     p.add_argument("--dry-run", action="store_true", help="list what would be deleted and the space it frees")
 
     p = add("health", "exit 0 when DB, disk, ffmpeg, the sheet, its writes and the configured backends are fine",
             "Check the DB is writable, the data dir has space, ffmpeg and a Chinese font are present, the sheet "
             "answers, accepts the writes and the outbox is not backing up; and, where configured, the diffusers "
             "model folder and CUDA, the LLM and TTS endpoints (GET /models with the key) and the OSS endpoint.")
-    p.add_argument("--min-free-gb", type=float, default=2.0, help="least free disk space (default 2)")
+    p.add_argument("--min-free-gb", type=non_negative, default=2.0, help="least free disk space (default 2)")
     p.add_argument("--max-backlog", type=int, default=500, help="most pending sheet writes (default 500)")
     return {"init": cmd_init, "inspect-db": cmd_inspect, "verify-consistency": cmd_verify,
             "compare-feishu-and-db": cmd_compare, "migrate-local-to-db": cmd_migrate, "reset-stuck": cmd_reset,
@@ -82,13 +82,16 @@ def _date(value: str) -> str:
         raise argparse.ArgumentTypeError(f"not a date: {value!r} (YYYY-MM-DD, e.g. 2026-12-03)") from None
 
 
-def _not_negative(value: str) -> float:
+MOST = 1e6  # minutes or days: years either way, and within what a timedelta holds
+
+
+def non_negative(value: str) -> float:
     try:
         number = float(value)
     except ValueError:
         number = -1.0
-    if not number >= 0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"not a number of 0 or more: {value!r}")
+    if not 0 <= number <= MOST:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"not a number from 0 to {MOST:.0f}: {value!r}")
     return number
 
 

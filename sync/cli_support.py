@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pydantic_settings import SettingsError
+
 from sync.settings import Settings
 
 # Exit codes beyond 0 (ok), 1 (error) and 2 (usage, argparse's): the command worked, and what it
@@ -22,7 +24,13 @@ class CliError(Exception):
 
 
 def load_settings(data_dir: Path | None) -> Settings:
-    return Settings(**({"SHEETREEL_DATA_DIR": data_dir} if data_dir else {}))
+    try:
+        return Settings(**({"SHEETREEL_DATA_DIR": data_dir} if data_dir else {}))
+    except SettingsError as e:  # a JSON setting that is not JSON; the message names it, not its value
+        raise CliError(f"invalid setting: {e}", "SHEETREEL_QUEUES, SHEETREEL_COLUMNS and SHEETREEL_VIDEO_PRICES "
+                                                "take a JSON object, e.g. SHEETREEL_QUEUES='{\"kenburns\": \"cpu\"}'") from None
+    except UnicodeDecodeError:
+        raise CliError(".env cannot be read: it is not UTF-8 text", "save .env as UTF-8") from None
 
 
 def require_db(settings: Settings) -> None:

@@ -7,7 +7,7 @@ import uuid
 from datetime import date
 
 from pipeline.templates import TemplateLibrary
-from storage.errors import BadInput
+from storage.errors import BadInput, Permanent
 from storage.models import Project
 from storage.projects import ProjectStore
 from sync.rows import RowInput
@@ -30,7 +30,7 @@ def apply_inputs(p: Project, row: RowInput, templates: TemplateLibrary, today: d
     try:
         template = templates.get(row.template)
         p.template, default_shots = template.id, template.shot_count
-    except BadInput as e:
+    except (BadInput, Permanent) as e:  # no such template, or its file is broken: the row says so
         problems.append(str(e))
     problems += row.problems
     p.shot_count, p.publish_date = row.shot_count or default_shots, row.publish_date or today

@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from storage.outbox import OutboxStore
 from storage.projects import ProjectStore
+from sync.cli_support import CliError
 
 log = logging.getLogger(__name__)
 STEP_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600)
@@ -119,7 +120,12 @@ def serving(metrics: Metrics, host: str, port: int | None) -> Iterator[Threading
         yield None
         return
     handler = type("Handler", (_Handler,), {"metrics": metrics})
-    server = ThreadingHTTPServer((host, port), handler)
+    try:
+        server = ThreadingHTTPServer((host, port), handler)
+    except OSError as e:  # the port is taken, or the host is not this machine's
+        raise CliError(f"cannot serve /metrics on {host}:{port}: {e.strerror or e}",
+                       "set SHEETREEL_METRICS_PORT to a free port (or unset it) and SHEETREEL_METRICS_HOST "
+                       "to an address of this machine") from None
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, name="metrics", daemon=True)
     thread.start()

@@ -22,6 +22,7 @@ from sync.lifecycle import Change, Lifecycle
 from sync.rows import RowInput, parse_row
 
 log = logging.getLogger(__name__)
+UNREADABLE = "读取这一行时出错：请检查各列内容是否正常（例如删掉异常字符后重新填写），仍不行请联系工程师查看日志"
 
 
 def queue_rank(p: Project) -> tuple:
@@ -73,7 +74,12 @@ class Poller:
             try:
                 done = self._intake(parse_row(record, self.cols, self.default_template, self.tz))
             except SheetReelError as e:
-                log.warning("row skipped record=%s error=%s", record.record_id, e)
+                if e.retryable:  # e.g. the database was busy: read the row again next poll
+                    log.warning("row deferred record=%s error=%s", record.record_id, e)
+                    deferred.append(modified)
+                else:
+                    log.warning("row refused record=%s error=%s", record.record_id, e)
+                    self._unreadable(record, str(e))
                 continue
             except Exception:  # noqa: BLE001 - one row we cannot handle must not stop the table
                 log.exception("row failed record=%s", record.record_id)
@@ -140,10 +146,10 @@ class Poller:
             log.warning("opening image not staged record=%s error=%s", row.record_id, e)
             return False
 
-    def _unreadable(self, record: Record) -> None:
-        """The row broke something we did not foresee: it shows a Chinese error instead of
-        silently never moving, and it is not read again until the user edits it."""
-        message = "读取这一行时出错：请检查各列内容是否正常（例如删掉异常字符后重新填写），仍不行请联系工程师查看日志"
+    def _unreadable(self, record: Record, message: str = UNREADABLE) -> None:
+        """The row could not be taken in (`message` says why, else it broke something we did not
+        foresee): it shows a Chinese error instead of silently never moving, and it is not read
+        again until the user edits it."""
         project = self.store.by_record(self.table.table_id, record.record_id)
         try:
             if project is None:

@@ -77,8 +77,13 @@ def test_version_names_the_installed_package(capsys):
 @pytest.mark.parametrize("argv, said", [
     (["inspect-db", "--state", "bogus"], "argument --state: unknown state 'bogus'"),
     (["status", "--date", "2026-13-01"], "argument --date: not a date: '2026-13-01'"),
-    (["reset-stuck", "--minutes", "-5"], "argument --minutes: not a number of 0 or more: '-5'"),
-    (["cleanup", "--days", "soon"], "argument --days: not a number of 0 or more: 'soon'"),
+    (["reset-stuck", "--minutes", "-5"], "argument --minutes: not a number from 0 to 1000000: '-5'"),
+    (["cleanup", "--days", "soon"], "argument --days: not a number from 0 to 1000000: 'soon'"),
+    (["cleanup", "--days", "1e10"], "argument --days: not a number from 0 to 1000000: '1e10'"),
+    (["inspect-db", "--stuck-minutes", "inf"], "argument --stuck-minutes: not a number from 0 to 1000000: 'inf'"),
+    (["health", "--min-free-gb", "nan"], "argument --min-free-gb: not a number from 0 to 1000000: 'nan'"),
+    (["demo", "--rows", "0"], "argument --rows: not a whole number from 1 to 50: '0'"),
+    (["demo", "--shots", "three"], "argument --shots: not a whole number from 1 to 20: 'three'"),
 ])
 def test_a_bad_argument_is_a_usage_error_with_exit_2(argv, said, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
@@ -87,6 +92,43 @@ def test_a_bad_argument_is_a_usage_error_with_exit_2(argv, said, tmp_path, capsy
     err = capsys.readouterr().err
     assert said in err and "Traceback" not in err
     assert not (tmp_path / "sheetreel.db").exists()
+
+
+def test_an_argument_that_is_not_utf8_is_a_usage_error(tmp_path, capsys):
+    assert main(["status", "--data-dir", str(tmp_path), b"\xff".decode("utf-8", "surrogateescape")]) == 2
+    assert "an argument is not UTF-8 text" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("env, argv, said", [
+    ({"SHEETREEL_QUEUES": "{bad"}, ["status"], 'invalid setting: error parsing value for field "queues"'),
+    ({"SHEETREEL_DATABASE_URL": "postgresql://u:p@[::1/db"}, ["status"], "is not a database URL"),
+    ({"SHEETREEL_DATABASE_URL": "sqlite:////proc/nope/x.db"}, ["status"], "cannot make the folder of /proc/nope/x.db"),
+    ({}, ["demo", "--data-dir", "{file}"], "File exists: {file}"),
+])
+def test_an_unusable_setting_or_path_is_one_line_and_a_hint(env, argv, said, monkeypatch, tmp_path, capsys):
+    file = tmp_path / "a-file"
+    file.write_text("")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main([a.format(file=file) for a in argv]) == 1
+    err = capsys.readouterr().err
+    assert said.format(file=file) in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 2 and "p@" not in err  # Error: … / Hint: …, never the password
+
+
+def test_a_metrics_port_in_use_is_one_line_and_a_hint():
+    import socket
+
+    from sync.cli_support import CliError
+    from sync.metrics import Metrics, serving
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(CliError, match=f"cannot serve /metrics on 127.0.0.1:{port}: Address already in use"):
+            with serving(Metrics(), "127.0.0.1", port):
+                pass
 
 
 def test_a_template_with_a_misspelt_key_is_refused_naming_the_key(tmp_path):

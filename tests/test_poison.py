@@ -5,6 +5,7 @@ action handling; the end-to-end test puts one poison row of each kind beside a g
 from __future__ import annotations
 
 import re
+import shutil
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from zoneinfo import ZoneInfo
@@ -198,3 +199,23 @@ def test_poison_rows_beside_a_good_row_do_not_stop_it(sheet: Sheet):
         _chinese(message)
     assert app.store.by_record(sheet.table_id, step).state == ProjectState.storyboard_ready
     assert datetime.now(UTC) - timedelta(hours=1) < app.store.by_record(sheet.table_id, good).updated_at
+
+
+def test_a_broken_template_file_is_the_rows_error_and_the_other_rows_complete(emulator, tmp_path, database_url):
+    templates = tmp_path / "templates"
+    shutil.copytree(TEST_TEMPLATES / "tiny", templates / "tiny")
+    broken = {"broken": b"shot_count = [", "named": b'id = "tiny"\n', "latin1": b'title = "caf\xe9"\n'}
+    for name, text in broken.items():
+        (templates / name).mkdir()
+        (templates / name / "template.toml").write_bytes(text)
+    sheet = Sheet(emulator, tmp_path / "data", database_url=database_url, SHEETREEL_TEMPLATES_DIR=templates)
+    cols = sheet.cols
+    ids = sheet.add_rows([{cols.title: name, cols.image: sheet.image_cell(), cols.template: name, cols.shot_count: 1}
+                          for name in [*broken, "tiny"]])
+    sheet.app().once()
+
+    *poisoned, good = (sheet.row(rid)["fields"] for rid in ids)
+    assert text_of(good[cols.status]) == "已完成"
+    errors = [text_of(row.get(cols.error)) for row in poisoned]
+    assert all(e.startswith(f"模板“{name}”的配置文件有误") for e, name in zip(errors, broken, strict=True)), errors
+    assert "不能设置 id" in errors[1] and "不是 UTF-8" in errors[2]

@@ -104,6 +104,14 @@ def test_internal_addresses_are_refused_in_every_form(tmp_path, address):
         fetcher.fetch("https://images.example.com/a.jpg", tmp_path / "a.jpg")
 
 
+@pytest.mark.parametrize("url", ["http://[::1/x.jpg", "http://[zz]/a.jpg", "ftp://example.com/a.jpg", "https:///a.jpg",
+                                 "http://example.com:99999/a.jpg", "图片.jpg"])
+def test_a_malformed_link_is_the_rows_error_not_a_crash(tmp_path, url):
+    fetcher = ImageFetcher(max_bytes=1000, resolver=lambda host, port: ["8.8.8.8"])
+    with pytest.raises(BadInput, match="首帧图片链接"):
+        fetcher.fetch(url, tmp_path / "a.jpg")
+
+
 @pytest.mark.parametrize("address", ["8.8.8.8", "2606:4700::1111"])
 def test_public_addresses_pass_the_check(address):
     import ipaddress
