@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
+import string
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from connectors.feishu.protocol import FieldType
 
@@ -55,6 +56,26 @@ class Columns(BaseModel):
     # A ModifiedTime field: lets a poll read only rows changed since the last one.
     modified_time: str = "最后修改时间"
     max_segments: int = Field(default=20, ge=1, le=20)
+
+    @field_validator("segment_pattern")
+    @classmethod
+    def _one_number(cls, pattern: str) -> str:
+        try:
+            fields = [name for _, name, _, _ in string.Formatter().parse(pattern) if name is not None]
+        except ValueError as e:
+            raise ValueError(f"{pattern!r} is not a pattern: {e}") from None
+        if fields != ["n"]:
+            raise ValueError(f"{pattern!r} must hold {{n}} once (the segment number) and no other {{…}}, e.g. \"段{{n}}视频\"")
+        return pattern
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Columns:
+        """Two roles in one column would have SheetReel write its status over the user's title."""
+        names = [v for k, v in self if isinstance(v, str) and k != "segment_pattern"]
+        names += [self.segment(n) for n in range(1, self.max_segments + 1)]
+        if twice := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"one column name for two uses: {', '.join(twice)}")
+        return self
 
     def segment(self, n: int) -> str:
         """Column for segment n, counted from 1 as users count."""

@@ -19,6 +19,20 @@ def test_the_terminal_width_in_COLUMNS_is_not_a_setting(monkeypatch, tmp_path, c
     assert (cols.status, cols.segment(3), cols.progress) == ("Status", "Seg 3", "进度")
 
 
+@pytest.mark.parametrize("columns, said", [
+    ('{"segment_pattern": "Seg {x}"}', "must hold {n} once"),
+    ('{"segment_pattern": "Seg"}', "must hold {n} once"),
+    ('{"segment_pattern": "Seg {n"}', "is not a pattern"),
+    ('{"status": "标题"}', "one column name for two uses: 标题"),  # status written over the user's titles
+    ('{"final_url": "段2视频"}', "one column name for two uses: 段2视频"),
+])
+def test_a_column_override_that_cannot_work_is_refused_at_start(columns, said, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("SHEETREEL_COLUMNS", columns)
+    assert main(["status", "--data-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error: invalid setting: SHEETREEL_COLUMNS:") and said in err and "Traceback" not in err
+
+
 def test_an_unknown_time_zone_is_one_line_and_a_hint(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("SHEETREEL_TIMEZONE", "Mars/Olympus_Mons")
     assert main(["status", "--data-dir", str(tmp_path)]) == 1
