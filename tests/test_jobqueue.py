@@ -3,6 +3,7 @@ project's changes inside their transactions."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -93,3 +94,31 @@ def test_one_waiting_job_per_project_follows_where_and_when_it_is_due(database_u
     with pytest.raises(RuntimeError):
         failing.projects.update("p1", change(state=ProjectState.pending, mode=Mode.auto))
     assert jobs(stores) == [] and stores.projects.get("p1").state == ProjectState.completed
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+@pytest.mark.parametrize("ends", ["deleted on success", "failed"])
+def test_the_next_stage_is_woken_when_the_running_one_ends_not_at_the_next_poll(database_url, tmp_path, ends):
+    """The next stage's job is deferred while the running job still holds the project's lock, so
+    procrastinate's own wake-up comes too early; the running job's end must wake its queue again."""
+    import psycopg
+    from procrastinate.manager import get_channel_for_queues
+
+    from sync.jobqueue import libpq_url
+
+    queue = JobQueue(database_url, Router(templates(tmp_path), "kenburns"), clock=lambda: NOW)
+    stores = Stores.open(make_engine(database_url), tmp_path, queue.dispatch)
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as db:
+        running = db.execute("INSERT INTO procrastinate_jobs (queue_name, task_name, lock, args, status) "
+                             "VALUES ('cpu', 'sheetreel.run_stage', 'p1', '{}', 'doing') RETURNING id").fetchone()[0]
+        # The storyboard (that running job) ends by making the shots due: their job waits on the lock.
+        stores.projects.create(Project(id="p1", table_id="t", record_id="r1", template="routed",
+                                       state=ProjectState.storyboard_ready))
+        (waiting,) = db.execute("SELECT id FROM procrastinate_jobs WHERE lock = 'p1' AND status = 'todo'").fetchone()
+        with psycopg.connect(libpq_url(database_url), autocommit=True) as listener:
+            for channel in get_channel_for_queues(["gpu:ltx"]):  # where a gpu:ltx worker listens
+                listener.execute(f'LISTEN "{channel}"')
+            db.execute("SELECT procrastinate_finish_job_v1(%s, %s, %s)",
+                       (running, "succeeded" if ends.startswith("deleted") else "failed", ends.startswith("deleted")))
+            woken = [json.loads(n.payload) for n in listener.notifies(timeout=30, stop_after=1)]
+    assert woken == [{"type": "job_inserted", "job_id": waiting}]
