@@ -40,7 +40,12 @@ def write(path: Path, meta: ProjectMeta) -> None:
 
 
 def read(path: Path) -> ProjectMeta:
-    return ProjectMeta.model_validate_json(path.read_text(encoding="utf-8"))
+    """The meta.json at `path`; ValueError when it cannot be read or is not one."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:  # gone since it was found, a folder, no permission
+        raise ValueError(f"cannot read {path}: {e.strerror}") from None
+    return ProjectMeta.model_validate_json(text)
 
 
 def find_all(data_dir: Path, subtree: str = "") -> list[Path]:

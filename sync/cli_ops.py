@@ -7,7 +7,7 @@ import argparse
 import shutil
 from dataclasses import asdict
 from datetime import date, timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from storage.errors import SheetReelError
 from sync.cli_support import DIFFERENCES, CliError, emit, load_settings, need_sheet, require_db, sheet_settings
@@ -42,7 +42,8 @@ def register(sub: argparse._SubParsersAction) -> dict:
 
     p = add("migrate-local-to-db", "rebuild the DB from meta.json files (idempotent)",
             "Insert projects found in meta.json files; update the DB where meta.json is newer; report conflicts where the DB is newer.")
-    p.add_argument("--subtree", default="", help="only projects under projects/<subtree>, e.g. 2026-11-22 or 2026-11-22/pet-eating")
+    p.add_argument("--subtree", default="", type=_subtree,
+                   help="only projects under projects/<subtree>, e.g. 2026-11-22 or 2026-11-22/pet-eating")
 
     p = add("reset-stuck", "put running work with no live worker back to its last good stage",
             "Running work whose lock nobody holds, or that has shown no progress for --minutes, goes back to its last good stage.")
@@ -80,6 +81,14 @@ def _date(value: str) -> str:
         return date.fromisoformat(value).isoformat()
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date: {value!r} (YYYY-MM-DD, e.g. 2026-12-03)") from None
+
+
+def _subtree(value: str) -> str:
+    """A folder under projects/, never one beside or above it (another data dir's projects)."""
+    parts = PurePosixPath(value).parts
+    if value.startswith("/") or ".." in parts or "\\" in value:
+        raise argparse.ArgumentTypeError(f"not a folder under projects/: {value!r} (e.g. 2026-11-22/pet-eating)")
+    return value
 
 
 MOST = 1e6  # minutes or days: years either way, and within what a timedelta holds
@@ -254,22 +263,25 @@ def cmd_cleanup(args) -> int:
 
     settings, stores = _stores(args)
     items = ops.cleanup_plan(stores.projects, _now(), timedelta(days=args.days))
+    left: dict[Path, str] = {}
     if not args.dry_run:
-        ops.cleanup(make_lifecycle(settings, stores), make_locks(settings), items, _now())
-    total = sum(i.size for i in items)
+        left = ops.cleanup(make_lifecycle(settings, stores), make_locks(settings), items, _now())
+    # What is gone, not what was planned: a folder left in place frees only what went from it.
+    freed = {i.path: i.size if args.dry_run else i.size - ops.folder_size(i.path) for i in items}
+    total = sum(freed.values())
     verb = "would free" if args.dry_run else "freed"
-    lines = [f"{i.project_id} {i.path} {ops.human(i.size)}" for i in items]
-    lines.append(f"{len({i.project_id for i in items})} projects, {verb} {ops.human(total)}")
-    emit({"items": [{"project": i.project_id, "path": str(i.path), "bytes": i.size} for i in items],
-          "bytes": total, "dry_run": args.dry_run}, args.json, "\n".join(lines))
-    return 0
+    lines = [f"{i.project_id} {i.path} {ops.human(freed[i.path])}" + (f" (left: {left[i.path]})" if i.path in left else "")
+             for i in items]
+    lines.append(f"{len({i.project_id for i in items})} projects, {verb} {ops.human(total)}"
+                 + (f"; {len(left)} folders left in place" if left else ""))
+    emit({"items": [{"project": i.project_id, "path": str(i.path), "bytes": freed[i.path], "left": left.get(i.path)}
+                    for i in items], "bytes": total, "dry_run": args.dry_run}, args.json, "\n".join(lines))
+    return 1 if any(why.startswith("could not") for why in left.values()) else 0
 
 
 def cmd_health(args) -> int:
-    from connectors.feishu.protocol import BitableClient
     from sync import health
-    from sync.app import make_record_events, make_stores, make_table
-    from sync.connections import load_connections
+    from sync.app import make_stores
 
     settings = load_settings(args.data_dir)
     checks: dict[str, tuple[bool, str]] = {}
@@ -290,31 +302,46 @@ def cmd_health(args) -> int:
     free = shutil.disk_usage(settings.data_dir if settings.data_dir.exists() else Path(".")).free / 1024**3
     checks["disk"] = (free >= args.min_free_gb, f"{free:.1f} GB free")
     checks["ffmpeg"] = (shutil.which("ffmpeg") is not None, shutil.which("ffmpeg") or "not on PATH")
-    with sheet_settings(settings) as live:
-        if live is None:
-            checks["sheet"] = (False, "not configured")
-        else:
-            try:
-                connections = load_connections(live)
-            except SheetReelError as e:
-                connections, checks["sheet"] = [], (False, str(e))
-            for c in connections:
-                named = f" {c.name}" if len(connections) > 1 else ""
-                try:
-                    table: BitableClient = make_table(c.settings)
-                    names = {f.name for f in table.list_fields()}
-                    checks[f"sheet{named}"] = (True, f"{len(names)} columns")
-                    # A missing column silently loses that part of every row's write.
-                    missing = [n for n in c.settings.columns.needed(shots) if n not in names]
-                    checks[f"columns{named}"] = (not missing, f"missing {', '.join(missing)} (sheetreel init adds them)"
-                                                 if missing else "every column SheetReel uses is there")
-                except SheetReelError as e:
-                    checks[f"sheet{named}"] = (False, str(e))
-            if connections and (events := make_record_events(
-                    live, make_table(connections[0].settings), [c.settings.feishu_app_token for c in connections])):
-                checks["events"] = health.record_events(events, len(connections))
+    try:
+        with sheet_settings(settings) as live:
+            checks.update(_sheet_checks(live, shots))
+    except CliError as e:  # the demo's emulated sheet is damaged: that is this check's answer
+        checks["sheet"] = (False, str(e))
     checks.update(health.host_checks(settings))
     ok = all(good for good, _ in checks.values())
     emit({"ok": ok, "checks": {k: {"ok": g, "detail": d} for k, (g, d) in checks.items()}}, args.json,
          "\n".join(f"{'ok  ' if g else 'FAIL'} {k}: {d}" for k, (g, d) in checks.items()))
     return 0 if ok else 1
+
+
+def _sheet_checks(live, shots: int) -> dict[str, tuple[bool, str]]:
+    """Whether each configured table answers and has the columns SheetReel uses."""
+    from connectors.feishu.protocol import BitableClient
+    from sync import health
+    from sync.app import make_record_events, make_table
+    from sync.connections import load_connections
+
+    found: dict[str, tuple[bool, str]] = {}
+    if live is None:
+        found["sheet"] = (False, "not configured")
+    else:
+        try:
+            connections = load_connections(live)
+        except SheetReelError as e:
+            connections, found["sheet"] = [], (False, str(e))
+        for c in connections:
+            named = f" {c.name}" if len(connections) > 1 else ""
+            try:
+                table: BitableClient = make_table(c.settings)
+                names = {f.name for f in table.list_fields()}
+                found[f"sheet{named}"] = (True, f"{len(names)} columns")
+                # A missing column silently loses that part of every row's write.
+                missing = [n for n in c.settings.columns.needed(shots) if n not in names]
+                found[f"columns{named}"] = (not missing, f"missing {', '.join(missing)} (sheetreel init adds them)"
+                                             if missing else "every column SheetReel uses is there")
+            except SheetReelError as e:
+                found[f"sheet{named}"] = (False, str(e))
+        if connections and (events := make_record_events(
+                live, make_table(connections[0].settings), [c.settings.feishu_app_token for c in connections])):
+            found["events"] = health.record_events(events, len(connections))
+    return found

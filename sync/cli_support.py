@@ -45,15 +45,15 @@ def sheet_settings(settings: Settings) -> Iterator[Settings | None]:
     if not settings.missing_feishu():
         yield settings
         return
-    ids = settings.data_dir / "emulator" / "demo_table.json"
-    if not ids.is_file():
+    if not (settings.data_dir / "emulator" / "demo_table.json").is_file():
         yield None
         return
-    from sync.demo import DemoTable, demo_settings, open_emulator
+    from sync.demo import demo_settings, open_emulator, read_demo_table
 
+    table = read_demo_table(settings.data_dir)
     with open_emulator(settings.data_dir.resolve()) as emu:
         url = emu.start()
-        yield demo_settings(settings.data_dir, url, DemoTable(**json.loads(ids.read_text())))
+        yield demo_settings(settings.data_dir, url, table)
 
 
 def need_sheet(settings: Settings | None) -> Settings:

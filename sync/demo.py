@@ -17,6 +17,7 @@ from storage.paths import safe_component
 from sync import lifecycle
 from sync.app import App, make_table, template_library
 from sync.backends import offered_templates
+from sync.cli_support import CliError
 from sync.columns import Columns
 from sync.progress import PlainLines, ProgressView
 from sync.schema import check_columns, create_missing
@@ -63,13 +64,33 @@ def demo_settings(data_dir: Path, base_url: str, table: DemoTable, **overrides) 
 
 def open_emulator(data_dir: Path) -> Emulator:
     """The demo's table lives in its data dir, so scripts can inspect it after the demo ends."""
-    return Emulator(app_id=DEMO_APP_ID, app_secret=DEMO_SECRET, state_path=data_dir / "emulator" / "state.json")
+    try:
+        return Emulator(app_id=DEMO_APP_ID, app_secret=DEMO_SECRET, state_path=data_dir / "emulator" / "state.json")
+    except (ValueError, TypeError, KeyError, OSError) as e:  # a truncated or hand-edited state.json
+        raise _damaged(data_dir, e) from None
+
+
+def read_demo_table(data_dir: Path) -> DemoTable | None:
+    """Which emulated table the demo in `data_dir` made; None if it made none."""
+    ids = data_dir / "emulator" / "demo_table.json"
+    if not ids.is_file():
+        return None
+    try:
+        return DemoTable(**json.loads(ids.read_text(encoding="utf-8")))
+    except (ValueError, TypeError, OSError) as e:
+        raise _damaged(data_dir, e) from None
+
+
+def _damaged(data_dir: Path, e: Exception) -> CliError:
+    return CliError(f"the demo's emulated sheet in {data_dir / 'emulator'} is damaged: {str(e).splitlines()[0]}",
+                    f"move {data_dir / 'emulator'} away and run `sheetreel demo --data-dir {data_dir}` again "
+                    "(the database and videos stay; the emulated sheet starts anew)")
 
 
 def ensure_demo_table(emu: Emulator, data_dir: Path) -> DemoTable:
     ids = data_dir / "emulator" / "demo_table.json"
-    if ids.is_file():
-        return DemoTable(**json.loads(ids.read_text()))
+    if (known := read_demo_table(data_dir)) is not None:
+        return known
     app_token = emu.create_app(name="SheetReel demo")
     table_id = emu.create_table(app_token, name="短视频生产", fields=[(Columns().title, FieldType.text)])
     atomic.write_text(ids, json.dumps({"app_token": app_token, "table_id": table_id}))

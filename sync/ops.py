@@ -99,23 +99,34 @@ def cleanup_plan(store: ProjectStore, now: datetime, older_than: timedelta) -> l
         paths = store.paths(p)
         for d in (paths.segments, paths.frames, paths.inputs):
             if d.is_dir():
-                items.append(CleanupItem(p.id, d, sum(f.stat().st_size for f in d.rglob("*") if f.is_file())))
+                items.append(CleanupItem(p.id, d, folder_size(d)))
     return items
 
 
-def cleanup(life: Lifecycle, locks: ProjectLocks, items: list[CleanupItem], now: datetime) -> None:
-    """Delete the intermediates, and mark each project so repairs know they went on purpose."""
+def cleanup(life: Lifecycle, locks: ProjectLocks, items: list[CleanupItem], now: datetime) -> dict[Path, str]:
+    """Delete the intermediates, and mark each project so repairs know they went on purpose.
+    Returns, for each folder left (wholly or partly) in place, why."""
+    left: dict[Path, str] = {}
     for project_id in dict.fromkeys(i.project_id for i in items):
+        mine = [item for item in items if item.project_id == project_id]
         with locks.hold(project_id) as got:
-            if not got:
-                continue  # a worker has it (a redo): its files are not ours to delete now
+            if not got:  # a worker has it (a redo): its files are not ours to delete now
+                left.update((item.path, "busy: a worker holds the project") for item in mine)
+                continue
             try:
                 life.commit(project_id, lambda q: lifecycle.cleaned_up(q, now))
             except (KeyError, Refused):
-                continue  # gone, or no longer completed
-            for item in items:
-                if item.project_id == project_id:
-                    shutil.rmtree(item.path, ignore_errors=True)
+                left.update((item.path, "no longer a completed project") for item in mine)
+                continue
+            for item in mine:
+                shutil.rmtree(item.path, ignore_errors=True)
+                if item.path.exists():  # a file we may not delete: say so rather than count it freed
+                    left[item.path] = "could not be removed completely (permissions?)"
+    return left
+
+
+def folder_size(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
 
 
 def human(size: float) -> str:

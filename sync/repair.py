@@ -6,14 +6,18 @@ stage that makes them, meta.json without a DB row -> the row is restored from it
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 
 from storage import atomic
+from storage.errors import SheetReelError
 from storage.locks import ProjectLocks
 from storage.models import Project
 from sync import lifecycle
 from sync.checks import Mismatch
 from sync.lifecycle import Lifecycle, Refused
+
+log = logging.getLogger(__name__)
 
 
 def plan(mismatches: list[Mismatch]) -> list[tuple[str, str]]:
@@ -50,13 +54,17 @@ def apply(life: Lifecycle, locks: ProjectLocks, mismatches: list[Mismatch]) -> l
             if not got:
                 done.append(f"{pid}: busy (a worker holds it); left alone, run the check again later")
                 continue
-            if any(m.side == "db" for m in found):
-                restored = store.rebuild_from_meta_file(next(m.other for m in found if m.side == "db"))
-                done.append(f"{pid}: restored from meta.json" if restored else f"{pid}: not restored (conflict)")
-                continue
-            project = store.get(pid)
-            if project is not None:
-                done += _repair(life, project, found)
+            try:
+                if any(m.side == "db" for m in found):
+                    restored = store.rebuild_from_meta_file(next(m.other for m in found if m.side == "db"))
+                    done.append(f"{pid}: restored from meta.json" if restored else f"{pid}: not restored (conflict)")
+                    continue
+                project = store.get(pid)
+                if project is not None:
+                    done += _repair(life, project, found)
+            except (OSError, SheetReelError) as e:  # one project's unwritable folder leaves the others to repair
+                log.warning("repair failed project=%s error=%s", pid, e)
+                done.append(f"{pid}: not repaired: {e}")
     return done
 
 

@@ -77,6 +77,23 @@ def test_a_reader_that_stops_early_is_not_an_error(monkeypatch, tmp_path):
             os.close(fd)
 
 
+def test_a_damaged_demo_sheet_is_a_failed_check_and_one_line_elsewhere(tmp_path, capsys):
+    from sync.demo import run_demo
+
+    demo = tmp_path / "demo"
+    run_demo(demo, rows=1, shots=1)
+    capsys.readouterr()
+    (demo / "emulator" / "demo_table.json").write_text('{"app_token": "x"')  # cut short
+    assert main(["health", "--data-dir", str(demo)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL sheet: the demo's emulated sheet in" in out and "is damaged" in out and "ok   db" in out
+    (demo / "emulator" / "demo_table.json").write_text('{"app_token": "x", "table_id": "y", "extra": 1}')
+    (demo / "emulator" / "state.json").write_text('{"version": ')
+    assert main(["verify-consistency", "--data-dir", str(demo)]) == 1
+    err = capsys.readouterr().err
+    assert "is damaged" in err and "Traceback" not in err and len(err.strip().splitlines()) == 2
+
+
 def test_version_names_the_installed_package(capsys):
     from importlib.metadata import version
 

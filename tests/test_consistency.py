@@ -4,10 +4,13 @@ and a second verify is clean."""
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 from sqlmodel import delete
 
+from storage import atomic
 from storage.models import OutboxEntry, Project, ProjectState, Segment, StepRun
 from sync import lifecycle
 from sync.cli import main
@@ -164,3 +167,38 @@ def test_cleanup_then_verify_finds_nothing_to_repair_and_a_redo_still_works(six,
     again = app.store.get(first.id)
     assert again.state == ProjectState.completed and again.cleaned_at is None, again.error
     assert app.store.paths(again).segment(1).is_file()
+
+
+def test_cleanup_counts_what_went_and_names_what_it_could_not_remove(six, capsys, monkeypatch):
+    sheet, app, projects = six
+    stubborn = app.store.paths(projects[0]).segments
+    remove = shutil.rmtree
+
+    def rmtree(path, ignore_errors=False):  # as a file under `chattr +i` or on a read-only mount
+        if Path(path) != stubborn:
+            remove(path, ignore_errors=ignore_errors)
+
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    code, lines = run(capsys, "cleanup", "--days", "0", "--json")
+    report = json.loads("\n".join(lines))
+    kept = next(i for i in report["items"] if i["path"] == str(stubborn))
+    assert code == 1 and kept["bytes"] == 0 and kept["left"].startswith("could not be removed")
+    assert report["bytes"] == sum(i["bytes"] for i in report["items"]) and stubborn.is_dir()
+
+
+def test_fix_repairs_every_project_it_can_when_one_folder_cannot_be_written(six, capsys, monkeypatch):
+    sheet, app, projects = six
+    for p in projects:
+        app.store.paths(p).meta.unlink()
+    locked = app.store.paths(projects[0]).root
+    write = atomic.write_bytes
+
+    def write_bytes(path, data):
+        if Path(path).is_relative_to(locked):
+            raise PermissionError(13, "Permission denied", str(path))
+        write(path, data)
+
+    monkeypatch.setattr(atomic, "write_bytes", write_bytes)
+    code, lines = run(capsys, "verify-consistency", "--fix", "--no-sheet")
+    assert code == 3 and any(f"{projects[0].id}: not repaired" in line and "Permission denied" in line for line in lines)
+    assert all(app.store.paths(p).meta.is_file() for p in projects[1:])
