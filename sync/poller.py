@@ -74,7 +74,9 @@ class Poller:
             try:
                 done = self._intake(parse_row(record, self.cols, self.default_template, self.tz))
             except SheetReelError as e:
-                if e.retryable:  # e.g. the database was busy: read the row again next poll
+                # The database was busy, or the project moved on between reading and committing
+                # (another host): read the row again next poll.
+                if e.retryable or isinstance(e, lifecycle.Refused):
                     log.warning("row deferred record=%s error=%s", record.record_id, e)
                     deferred.append(modified)
                 else:
