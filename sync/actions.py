@@ -10,8 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pipeline.storyboard import from_text
+from pipeline.templates import TemplateLibrary
 from storage import atomic
-from storage.errors import BadInput
+from storage.errors import BadInput, Permanent
 from storage.models import Project, SegmentState
 from storage.projects import ProjectStore
 from storage.storyboard import Storyboard
@@ -56,8 +57,8 @@ def parse_action(text: str) -> Requested:
 
 
 class Actions:
-    def __init__(self, store: ProjectStore):
-        self.store = store
+    def __init__(self, store: ProjectStore, templates: TemplateLibrary):
+        self.store, self.templates = store, templates
 
     def prepare(self, p: Project, req: Requested, row: RowInput) -> Callable[[Project], lifecycle.Change]:
         """Check the action against `p` and do its file work; the transition to commit.
@@ -81,6 +82,21 @@ class Actions:
     @staticmethod
     def _refuse(p: Project, req: Requested, why: str) -> None:
         raise BadInput(f"操作“{req.label}”在当前状态（{p.state.label}）下无效：{why}")
+
+    def _retry(self, p: Project, req: Requested, row: RowInput) -> Callable[[Project], None] | None:
+        """A row that failed on its template (no such template, or its file was broken) takes the
+        template again: the operator may have fixed the file, which does not change the row."""
+        if p.template:
+            return None
+        try:
+            template = self.templates.get(row.template)
+        except (BadInput, Permanent) as e:
+            raise BadInput(f"操作“{req.label}”无法执行：{e}") from None
+
+        def patch(q: Project) -> None:
+            q.template, q.shot_count = template.id, row.shot_count or template.shot_count
+
+        return patch
 
     def _resume(self, p: Project, req: Requested, row: RowInput) -> Callable[[Project], None] | None:
         return self._take_storyboard_edits(p, row) if p.state == lifecycle.S.storyboard_ready else None

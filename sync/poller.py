@@ -47,7 +47,7 @@ class Poller:
         self.table, self.stores, self.store, self.life = table, stores, stores.projects, life
         self.locks, self.cols = locks, columns
         self.templates, self.tz, self.clock, self.default_template = templates, tz, clock, default_template
-        self.actions = Actions(stores.projects)
+        self.actions = Actions(stores.projects, templates)
         self.full_scan_every = full_scan_every
         # The gateway of the scale-out mode fetches a new opening image before the project is
         # queued, so workers (which never talk to Feishu) find it in the object store.

@@ -219,3 +219,9 @@ def test_a_broken_template_file_is_the_rows_error_and_the_other_rows_complete(em
     errors = [text_of(row.get(cols.error)) for row in poisoned]
     assert all(e.startswith(f"模板“{name}”的配置文件有误") for e, name in zip(errors, broken, strict=True)), errors
     assert "不能设置 id" in errors[1] and "不是 UTF-8" in errors[2]
+
+    # The operator fixes the file (the row itself does not change) and picks 重试: the row is made.
+    (templates / "broken" / "template.toml").write_text((TEST_TEMPLATES / "tiny" / "template.toml").read_text())
+    sheet.emu.set_cells(sheet.app_token, sheet.table_id, ids[0], {cols.action: "重试"})
+    sheet.app().once()
+    assert text_of(sheet.row(ids[0])["fields"][cols.status]) == "已完成"
