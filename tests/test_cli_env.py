@@ -147,6 +147,14 @@ def test_an_unusable_setting_or_path_is_one_line_and_a_hint(env, argv, said, mon
     assert len(err.strip().splitlines()) == 2 and "p@" not in err  # Error: … / Hint: …, never the password
 
 
+def test_a_dotenv_that_is_not_utf8_is_one_line_and_a_hint(monkeypatch, tmp_path, capsys):
+    (tmp_path / ".env").write_bytes(b"SHEETREEL_DATA_DIR=\xff\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["status", "--data-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error: .env cannot be read: it is not UTF-8 text") and "Traceback" not in err
+
+
 def test_a_metrics_port_in_use_is_one_line_and_a_hint():
     import socket
 
