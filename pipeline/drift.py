@@ -165,9 +165,7 @@ def _fast_length(n: int) -> int:
 
 def _lightness(rgb: np.ndarray) -> np.ndarray:
     """CIELAB L* of uint8 sRGB: all registration needs, at a third of rgb_to_lab's cost."""
-    c = rgb.astype(np.float64) / 255.0
-    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-    return 116 * _f(linear @ _RGB_TO_XYZ[1]) - 16
+    return 116 * _f(_linear(rgb) @ _RGB_TO_XYZ[1]) - 16
 
 
 def correct_towards(frame: Path, reference: Path, out: Path, strength: float = 1.0) -> None:
@@ -220,12 +218,16 @@ def _fit(frame: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     """uint8 sRGB (..., 3) -> CIELAB (..., 3), float64."""
-    c = rgb.astype(np.float64) / 255.0
-    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-    f = _f(linear @ _RGB_TO_XYZ.T / _WHITE)
+    f = _f(_linear(rgb) @ _RGB_TO_XYZ.T / _WHITE)
     return np.stack(
         [116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], axis=-1
     )
+
+
+def _linear(rgb: np.ndarray) -> np.ndarray:
+    """uint8 sRGB -> linear light in [0, 1]."""
+    c = rgb.astype(np.float64) / 255.0
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
 
 
 def lab_to_rgb(lab: np.ndarray) -> np.ndarray:

@@ -40,12 +40,12 @@ END;
 $$
 """
 
-TRIGGERS = (
-    "CREATE TRIGGER sheetreel_wake_on_job_deleted AFTER DELETE ON procrastinate_jobs FOR EACH ROW "
-    "WHEN (OLD.status = 'doing') EXECUTE FUNCTION sheetreel_wake_lock_waiters()",
-    "CREATE TRIGGER sheetreel_wake_on_job_ended AFTER UPDATE OF status ON procrastinate_jobs FOR EACH ROW "
-    "WHEN (OLD.status = 'doing' AND NEW.status <> 'doing') EXECUTE FUNCTION sheetreel_wake_lock_waiters()",
-)
+# A job that ends on success is deleted (delete_jobs="successful"); one that fails is updated.
+TRIGGERS = {
+    "sheetreel_wake_on_job_deleted": "AFTER DELETE ON procrastinate_jobs FOR EACH ROW WHEN (OLD.status = 'doing')",
+    "sheetreel_wake_on_job_ended": "AFTER UPDATE OF status ON procrastinate_jobs FOR EACH ROW "
+                                   "WHEN (OLD.status = 'doing' AND NEW.status <> 'doing')",
+}
 
 
 def upgrade() -> None:
@@ -53,16 +53,15 @@ def upgrade() -> None:
     if conn.dialect.name != "postgresql" or not sa.inspect(conn).has_table("procrastinate_jobs"):
         return
     op.execute(FUNCTION)
-    for name in ("sheetreel_wake_on_job_deleted", "sheetreel_wake_on_job_ended"):
+    for name, when in TRIGGERS.items():
         op.execute(f"DROP TRIGGER IF EXISTS {name} ON procrastinate_jobs")
-    for trigger in TRIGGERS:
-        op.execute(trigger)
+        op.execute(f"CREATE TRIGGER {name} {when} EXECUTE FUNCTION sheetreel_wake_lock_waiters()")
 
 
 def downgrade() -> None:
     conn = op.get_bind()
     if conn.dialect.name != "postgresql":
         return
-    for name in ("sheetreel_wake_on_job_deleted", "sheetreel_wake_on_job_ended"):
+    for name in TRIGGERS:
         op.execute(f"DROP TRIGGER IF EXISTS {name} ON procrastinate_jobs")
     op.execute("DROP FUNCTION IF EXISTS sheetreel_wake_lock_waiters()")
