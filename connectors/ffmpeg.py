@@ -8,6 +8,7 @@ generator writes exactly the same kind of H.264.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -81,6 +82,14 @@ class MediaInfo(BaseModel):
     fps: float | None = None
 
 
+class ProbedFile(BaseModel):
+    """A probe with the content it was taken of: another stage or host may reuse it for as long as
+    the file's digest still matches, instead of starting ffprobe again."""
+
+    sha256: str
+    info: MediaInfo
+
+
 class FrameInfo(BaseModel):
     width: int
     height: int
@@ -151,6 +160,27 @@ def probe(path: Path, formats: str | None = None) -> MediaInfo:
     guard = only(formats) if formats else []
     data = _ffprobe_json([*guard, "-show_format", "-show_streams", str(path)], what=f"cannot read media file {path.name}")
     return _media_info(data, path)
+
+
+def probe_file(path: Path) -> ProbedFile:
+    """`probe` plus the digest of the bytes it read."""
+    return ProbedFile(sha256=file_sha256(path), info=probe(path))
+
+
+def probe_known(path: Path, known: ProbedFile | None) -> MediaInfo:
+    """`known`'s facts when they were taken of exactly this file's content, else a fresh probe."""
+    if known is not None:
+        try:
+            if file_sha256(path) == known.sha256:
+                return known.info
+        except OSError:
+            pass  # gone or unreadable: the probe says so in its own words
+    return probe(path)
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def check_image(image: Path) -> None:

@@ -16,6 +16,8 @@ ducked mix and one more gain puts the whole at the target. A limiter keeps peaks
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -47,6 +49,36 @@ class Levels(BaseModel):
     music: float | None = None
     narration: float | None = None
     mix: float | None = None  # music and narration after their gains, before the final one
+
+
+class LoudnessMemo:
+    """Music beds already measured, by content digest and length.
+
+    Every video of a template has the same music, and every video of one length without music the
+    same generated pad: a long-running worker measures each once, not once per video. Thread-safe;
+    bounded, the oldest entry goes first."""
+
+    def __init__(self, capacity: int = 256) -> None:
+        self._values: OrderedDict[tuple[str, str], float | None] = OrderedDict()
+        self._capacity = capacity
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(path: Path, duration: float) -> tuple[str, str]:
+        return ffmpeg.file_sha256(path), f"{duration:.3f}"
+
+    def get(self, key: tuple[str, str]) -> tuple[bool, float | None]:
+        """(known, loudness): loudness None is a measured silence."""
+        with self._lock:
+            if key not in self._values:
+                return False, None
+            return True, self._values[key]
+
+    def put(self, key: tuple[str, str], loudness: float | None) -> None:
+        with self._lock:
+            self._values[key] = loudness
+            while len(self._values) > self._capacity:
+                self._values.popitem(last=False)
 
 
 class AudioPlan(BaseModel):
@@ -104,22 +136,33 @@ def voice_filters(duration: float, gain_db: float) -> str:
     return f"{AUDIO_FORMAT},volume={gain_db:.2f}dB,apad=whole_dur={duration:.6f},atrim=duration={duration:.6f}"
 
 
-def measure_sources(spec: ComposeSpec, duration: float, workdir: Path) -> Levels:
-    """Loudness of the music and the narration over the first `duration` seconds, each alone."""
+def measure_sources(spec: ComposeSpec, duration: float, workdir: Path, memo: LoudnessMemo | None = None) -> Levels:
+    """Loudness of the music and the narration over the first `duration` seconds, each alone.
+
+    With `memo`, music measured before (same content, same length) is not decoded again."""
     _check_sources(spec)
+    music_key, music_known, music = None, False, None
+    if memo is not None and spec.music is not None:
+        music_key = LoudnessMemo.key(spec.music, duration)
+        music_known, music = memo.get(music_key)
     inputs: list[str] = []
     chains: list[str] = []
-    if spec.music is not None:
+    labels: list[str] = []
+    if spec.music is not None and not music_known:
         # Without the fades: music_volume_db is about the steady bed, not its average.
         chains.append(f"[{len(chains)}:a:0]atrim=duration={duration:.3f},{AUDIO_FORMAT}[music]")
         inputs += source_args(spec.music, duration, loop=True)
+        labels.append("music")
     if spec.narration is not None:
         chains.append(f"[{len(chains)}:a:0]{voice_filters(duration, 0)}[narration]")
         inputs += source_args(spec.narration, duration, loop=False)
-    if not chains:
-        return Levels()
-    labels = [label for label, path in (("music", spec.music), ("narration", spec.narration)) if path]
-    return Levels(**_measure(inputs, chains, labels, workdir))
+        labels.append("narration")
+    measured = _measure(inputs, chains, labels, workdir) if labels else {}
+    if "music" in measured:
+        music = measured["music"]
+        if memo is not None and music_key is not None:
+            memo.put(music_key, music)
+    return Levels(music=music, narration=measured.get("narration"))
 
 
 def _mix_graph(spec: ComposeSpec, levels: Levels, duration: float, first_input: int) -> tuple[list[str], list[str]]:

@@ -7,6 +7,7 @@ for, otherwise one re-encode with transitions, logo and burned subtitles; the so
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -53,19 +54,23 @@ class _Layout(BaseModel):
     duration: float  # of the output, seconds
 
 
-def compose(spec: ComposeSpec, out: Path, workdir: Path, *, cover: Path | None = None) -> ComposeResult:
+def compose(spec: ComposeSpec, out: Path, workdir: Path, *, cover: Path | None = None,
+            known: Mapping[Path, ffmpeg.ProbedFile | None] | None = None,
+            loudness: audio_mix.LoudnessMemo | None = None) -> ComposeResult:
     """Write the final H.264/AAC MP4 in one ffmpeg pass, then a JPEG cover (`out`.jpg by default).
 
     Copies the video stream when the segments share the format and nothing visual is asked
     for; otherwise re-encodes once. The soundtrack is always encoded, silent when there is
-    neither music nor narration, so that players see an audio track.
+    neither music nor narration, so that players see an audio track. `known`: segments' probes
+    taken earlier, used for each segment whose file still has the content they were taken of;
+    `loudness`: music measured for earlier videos.
     """
     # Both are mostly waiting on short ffmpeg/ffprobe runs: do them side by side. The loudness
     # is measured over the planned length; the real one (stream copy plays the files as they
     # are) is near enough for an integrated loudness.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        measuring = pool.submit(audio_mix.measure_sources, spec, spec.total_duration, workdir)
-        layout = _layout(spec)
+        measuring = pool.submit(audio_mix.measure_sources, spec, spec.total_duration, workdir, loudness)
+        layout = _layout(spec, known or {})
         levels = measuring.result()
     args, graphs, next_input = _video_part(spec, layout, out, workdir)
     audio = audio_mix.plan_audio(spec, levels, layout.duration, next_input, workdir)
@@ -145,10 +150,10 @@ def _pad_graph(duration: float) -> str:
     return ";".join(chains) + ","
 
 
-def _layout(spec: ComposeSpec) -> _Layout:
+def _layout(spec: ComposeSpec, known: Mapping[Path, ffmpeg.ProbedFile | None]) -> _Layout:
     # ffprobe is mostly process start-up: probe the segments side by side.
     with ThreadPoolExecutor(max_workers=min(PROBE_WORKERS, len(spec.segments))) as pool:
-        infos = list(pool.map(ffmpeg.probe, spec.segments))
+        infos = list(pool.map(lambda seg: ffmpeg.probe_known(seg, known.get(seg)), spec.segments))
     conform = [not _in_shared_format(info, spec) for info in infos]
     separate = spec.has_transitions or any(conform)
     if separate:

@@ -26,6 +26,7 @@ class SegmentResult:
     source: SegmentSource
     drift: float | None  # colour distance of the last frame to the opening image (AI shots)
     clip: str | None = None  # the library clip a stock shot was cut from
+    probed: ffmpeg.ProbedFile | None = None  # what the segment file is, for compose to reuse
 
 
 def generate_segments(
@@ -68,8 +69,8 @@ def generate_segments(
             own_last = paths.last_frame(k).is_file()
             frames.extract_first_last(paths.segment(k), paths.first_frame(k), None if own_last else paths.last_frame(k))
             distance = _guard_drift(paths, k, template.drift_threshold) if source == SegmentSource.ai else None
-            duration = ffmpeg.probe(paths.segment(k)).duration
-            on_done(SegmentResult(k, duration, generator.name, source, distance, clip))
+            probed = ffmpeg.probe_file(paths.segment(k))
+            on_done(SegmentResult(k, probed.info.duration, generator.name, source, distance, clip, probed))
         if source == SegmentSource.ai:
             seed_frame = paths.seed_frame(k) if paths.seed_frame(k).is_file() else paths.last_frame(k)
             view = next_view(view, shot.camera) if over_origin else None

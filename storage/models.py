@@ -169,6 +169,9 @@ class Segment(SQLModel, table=True):
     # the submit so a restart polls it instead of paying twice; and what it cost, by the price table.
     task: str | None = Field(default=None, sa_column=Column(Text))
     cost: float | None = None
+    # The segment file's ffprobe facts and digest (connectors.ffmpeg.ProbedFile as JSON): compose
+    # reuses them while the file is unchanged instead of probing every segment again.
+    media: str | None = Field(default=None, sa_column=Column(Text))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(AwareDateTime, nullable=False))
 
 

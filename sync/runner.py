@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from connectors import ffmpeg
 from connectors.asr import Transcriber
 from connectors.tts import Speech
 from connectors.video.protocol import RemoteTask, SegmentGenerator, SegmentRequest
-from pipeline import compose, final_cut, preview
+from pipeline import audio_mix, compose, final_cut, preview
 from pipeline.mix import plan_sources
 from pipeline.publish import Publisher
 from pipeline.segments import SegmentResult, generate_segments
@@ -74,6 +75,8 @@ class RunnerDeps:
     # Whether the project's table has a 预览 or 分镜预览 column to show previews in (None: always
     # made). Saves the ffmpeg work where nobody would see it.
     shows_previews: Callable[[Project], bool] | None = None
+    # Music beds measured for earlier videos: one template's music is measured once per process.
+    loudness: audio_mix.LoudnessMemo = field(default_factory=audio_mix.LoudnessMemo)
 
 
 class Stopping(Exception):
@@ -247,7 +250,7 @@ class ProjectRunner:
             cost = self._cost(RemoteTask.model_validate_json(task)) if task else None
             seg = Segment(project_id=p.id, index=res.index, state=SegmentState.done, source=res.source,
                           backend=res.backend, duration=res.duration, url=url, drift=res.drift, clip=res.clip,
-                          task=task, cost=cost)
+                          task=task, cost=cost, media=res.probed.model_dump_json() if res.probed else None)
             pct, text = 10 + 75 * (res.index + 1) // total, f"完成第{res.index + 1}/{total}段"
 
             def made(q: Project) -> lifecycle.Change:
@@ -286,7 +289,9 @@ class ProjectRunner:
         self._checkpoint(p)
         music = final_cut.music_bed(template, board.total_duration, paths.final_dir)
         spec = final_cut.compose_spec(board, template, [paths.segment(s.index) for s in board.shots], sound, music)
-        result = compose.compose(spec, paths.final_video, paths.final_dir, cover=paths.cover)
+        known = {paths.segment(s.index): _probed(s) for s in self.d.store.segments(p.id)}
+        result = compose.compose(spec, paths.final_video, paths.final_dir, cover=paths.cover, known=known,
+                                 loudness=self.d.loudness)
         final_url, cover_url = self.d.publisher.put(paths.final_video), self.d.publisher.put(paths.cover)
 
         def made(q: Project) -> lifecycle.Change:
@@ -363,6 +368,17 @@ class ProjectRunner:
 
 def _shot_files(paths, k: int) -> tuple[Path, ...]:
     return paths.segment(k), paths.first_frame(k), paths.last_frame(k), paths.seed_frame(k)
+
+
+def _probed(segment: Segment) -> ffmpeg.ProbedFile | None:
+    """The facts the segments stage recorded of the segment's file; None for a row from before
+    they were kept, or one that does not hold them (compose then probes the file itself)."""
+    if not segment.media:
+        return None
+    try:
+        return ffmpeg.ProbedFile.model_validate_json(segment.media)
+    except ValueError:
+        return None
 
 
 class _TaskJournal:
