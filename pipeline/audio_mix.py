@@ -41,6 +41,15 @@ DUCK_SIDECHAIN_GAIN = 4
 DUCK_RATIO = 20
 DUCK_ATTACK_MS = 20
 DUCK_RELEASE_MS = 400
+# The generated pad when a template has no music: a soft C major 9 chord of sines, each
+# partial detuned a little between left and right so the slow beating sounds wide and alive
+# rather than like a test tone. (frequency Hz, weight). Made inside the ffmpeg run that uses it:
+# no file, no process of its own.
+PAD_PARTIALS = ((130.81, 1.0), (196.00, 0.8), (329.63, 0.55), (493.88, 0.35), (587.33, 0.25))
+PAD_DETUNE_HZ = 0.35
+PAD_TREMOLO = "tremolo=f=0.2:d=0.25"
+# Lifts the pad to roughly the level of mastered music, so music_volume_db means the same for both.
+PAD_GAIN_DB = 6
 
 
 class Levels(BaseModel):
@@ -64,8 +73,9 @@ class LoudnessMemo:
         self._lock = threading.Lock()
 
     @staticmethod
-    def key(path: Path, duration: float) -> tuple[str, str]:
-        return ffmpeg.file_sha256(path), f"{duration:.3f}"
+    def key(spec: ComposeSpec, duration: float) -> tuple[str, str]:
+        """The bed's identity: its content (or the pad, which depends on nothing else) and length."""
+        return ffmpeg.file_sha256(spec.music) if spec.music is not None else "pad", f"{duration:.3f}"
 
     def get(self, key: tuple[str, str]) -> tuple[bool, float | None]:
         """(known, loudness): loudness None is a measured silence."""
@@ -113,6 +123,31 @@ def plan_audio(spec: ComposeSpec, levels: Levels, duration: float, first_input: 
     return AudioPlan(inputs=inputs, graph=";".join(chains), levels=levels)
 
 
+def has_bed(spec: ComposeSpec) -> bool:
+    return spec.music is not None or spec.pad
+
+
+def bed_args(spec: ComposeSpec, duration: float) -> list[str]:
+    """Input arguments of the bed: the music looped, or the pad synthesised for this length."""
+    if spec.music is not None:
+        return source_args(spec.music, duration, loop=True)
+    return ["-f", "lavfi", "-i", pad_graph(duration)]
+
+
+def pad_graph(duration: float) -> str:
+    """The pad as a lavfi source graph, a little longer than `duration` (the bed is trimmed)."""
+    length = f"{duration + 0.5:.3f}"
+    weights = " ".join(f"{w:g}" for _, w in PAD_PARTIALS)
+    chains, labels = [], {"L": "", "R": ""}
+    for side, shift in (("L", -PAD_DETUNE_HZ / 2), ("R", PAD_DETUNE_HZ / 2)):
+        for i, (freq, _) in enumerate(PAD_PARTIALS):
+            chains.append(f"sine=f={freq + shift:.3f}:r={AUDIO_RATE}:d={length}[{side}{i}]")
+            labels[side] += f"[{side}{i}]"
+        chains.append(f"{labels[side]}amix=inputs={len(PAD_PARTIALS)}:weights={weights}:normalize=0[{side}]")
+    chains.append(f"[L][R]join=inputs=2:channel_layout=stereo,{PAD_TREMOLO},volume={PAD_GAIN_DB}dB[out0]")
+    return ";".join(chains)
+
+
 def source_args(path: Path, duration: float, *, loop: bool) -> list[str]:
     looping = ["-stream_loop", "-1"] if loop else []
     # Reading stops at the video's length: a long song is not decoded to its end.
@@ -142,16 +177,16 @@ def measure_sources(spec: ComposeSpec, duration: float, workdir: Path, memo: Lou
     With `memo`, music measured before (same content, same length) is not decoded again."""
     _check_sources(spec)
     music_key, music_known, music = None, False, None
-    if memo is not None and spec.music is not None:
-        music_key = LoudnessMemo.key(spec.music, duration)
+    if memo is not None and has_bed(spec):
+        music_key = LoudnessMemo.key(spec, duration)
         music_known, music = memo.get(music_key)
     inputs: list[str] = []
     chains: list[str] = []
     labels: list[str] = []
-    if spec.music is not None and not music_known:
+    if has_bed(spec) and not music_known:
         # Without the fades: music_volume_db is about the steady bed, not its average.
         chains.append(f"[{len(chains)}:a:0]atrim=duration={duration:.3f},{AUDIO_FORMAT}[music]")
-        inputs += source_args(spec.music, duration, loop=True)
+        inputs += bed_args(spec, duration)
         labels.append("music")
     if spec.narration is not None:
         chains.append(f"[{len(chains)}:a:0]{voice_filters(duration, 0)}[narration]")
@@ -171,11 +206,11 @@ def _mix_graph(spec: ComposeSpec, levels: Levels, duration: float, first_input: 
     chains: list[str] = []
     index = first_input
     if levels.music is not None:
-        assert spec.music is not None
+        assert has_bed(spec)
         # Under narration the bed sits music_volume_db below it; alone, the music is the programme.
         relative = spec.music_volume_db if levels.narration is not None else 0.0
         gain = spec.loudness_lufs + relative - levels.music
-        inputs += source_args(spec.music, duration, loop=True)
+        inputs += bed_args(spec, duration)
         chains.append(f"[{index}:a:0]{bed_filters(duration, gain)}[bed]")
         index += 1
     if levels.narration is not None:

@@ -26,14 +26,6 @@ from pipeline.compose_plan import (
 from storage import atomic
 from storage.errors import MediaError
 
-# The generated pad when a template has no music: a soft C major 9 chord of sines, each
-# partial detuned a little between left and right so the slow beating sounds wide and alive
-# rather than like a test tone. (frequency Hz, weight)
-PAD_PARTIALS = ((130.81, 1.0), (196.00, 0.8), (329.63, 0.55), (493.88, 0.35), (587.33, 0.25))
-PAD_DETUNE_HZ = 0.35
-PAD_TREMOLO = "tremolo=f=0.2:d=0.25"
-# Lifts the pad to roughly the level of mastered music, so music_volume_db means the same for both.
-PAD_GAIN_DB = 6
 PROBE_WORKERS = 8
 
 
@@ -127,27 +119,6 @@ def concat_listing(segments: list[Path]) -> str:
         # Inside single quotes nothing is special except the quote itself: close, escape, reopen.
         lines.append("file '" + path.replace("'", "'\\''") + "'")
     return "\n".join(lines) + "\n"
-
-
-def write_pad(out: Path, duration: float) -> Path:
-    """A soft generated music bed as an audio file, for templates that name no music."""
-    graph = _pad_graph(duration) + f"atrim=duration={duration + 1:.3f}[pad]"
-    ffmpeg.run_to(out, lambda tmp: ["ffmpeg", "-filter_complex", graph, "-map", "[pad]", "-c:a", "pcm_s16le", str(tmp)],
-                  what="music pad")
-    return out
-
-
-def _pad_graph(duration: float) -> str:
-    length = f"{duration + 1:.3f}"  # a little spare; the bed is trimmed exactly afterwards
-    weights = " ".join(f"{w:g}" for _, w in PAD_PARTIALS)
-    chains, labels = [], {"L": "", "R": ""}
-    for side, shift in (("L", -PAD_DETUNE_HZ / 2), ("R", PAD_DETUNE_HZ / 2)):
-        for i, (freq, _) in enumerate(PAD_PARTIALS):
-            chains.append(f"sine=f={freq + shift:.3f}:r={AUDIO_RATE}:d={length}[{side}{i}]")
-            labels[side] += f"[{side}{i}]"
-        chains.append(f"{labels[side]}amix=inputs={len(PAD_PARTIALS)}:weights={weights}:normalize=0[{side}]")
-    chains.append(f"[L][R]join=inputs=2:channel_layout=stereo,{PAD_TREMOLO},volume={PAD_GAIN_DB}dB")
-    return ";".join(chains) + ","
 
 
 def _layout(spec: ComposeSpec, known: Mapping[Path, ffmpeg.ProbedFile | None]) -> _Layout:

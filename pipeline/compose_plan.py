@@ -65,6 +65,7 @@ class ComposeSpec(BaseModel):
     subtitles: SubtitleSpec | None = None
     narration: Path | None = None  # one track already on the final timeline (0 s = video start)
     music: Path | None = None
+    pad: bool = Field(default=False, description="without music: a generated soft pad as the bed")
     music_volume_db: float = Field(default=-16.0, le=0, description="bed level below the narration")
     duck_db: float = Field(default=10.0, ge=0, le=60, description="extra music drop under narration")
     loudness_lufs: float = Field(default=-14.0, ge=-40, le=-5)

@@ -8,7 +8,6 @@ from pathlib import Path
 from connectors import ffmpeg
 from connectors.asr import Transcriber
 from connectors.tts import Speech
-from pipeline import compose
 from pipeline.compose_plan import ComposeSpec, LogoSpec, SubtitleSpec, max_transition, shot_starts, whole_frames
 from pipeline.narration import narrate
 from pipeline.subtitles import write_srt
@@ -55,11 +54,10 @@ def soundtrack(board: Storyboard, template: TemplateConfig, speech: Speech | Non
     return Soundtrack(narration=voiceover)
 
 
-def music_bed(template: TemplateConfig, duration: float, workdir: Path) -> Path:
-    """The template's music, or a soft generated pad so every video has a bed under it."""
-    if template.music_path is not None:
-        return _audio_file(template.music_path, template, "背景音乐")
-    return compose.write_pad(workdir / "pad.wav", duration)
+def music_bed(template: TemplateConfig) -> Path | None:
+    """The template's music; None for none (`compose_spec` then puts the generated pad under the
+    video, so every video has a bed)."""
+    return _audio_file(template.music_path, template, "背景音乐")
 
 
 def compose_spec(board: Storyboard, template: TemplateConfig, segments: list[Path], sound: Soundtrack,
@@ -82,6 +80,7 @@ def compose_spec(board: Storyboard, template: TemplateConfig, segments: list[Pat
         if sound.srt and subs.mode != "off" else None,
         narration=sound.narration,
         music=music,
+        pad=music is None,
         music_volume_db=template.music_volume_db,
         duck_db=template.duck_db,
         loudness_lufs=template.loudness_lufs,

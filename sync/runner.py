@@ -287,7 +287,7 @@ class ProjectRunner:
             log.warning("made without project=%s template=%s need=%s", p.id, template.id, r.need)
         sound = final_cut.soundtrack(board, template, self.d.speech, self.d.transcriber, paths.final_dir)
         self._checkpoint(p)
-        music = final_cut.music_bed(template, board.total_duration, paths.final_dir)
+        music = final_cut.music_bed(template)
         spec = final_cut.compose_spec(board, template, [paths.segment(s.index) for s in board.shots], sound, music)
         known = {paths.segment(s.index): _probed(s) for s in self.d.store.segments(p.id)}
         result = compose.compose(spec, paths.final_video, paths.final_dir, cover=paths.cover, known=known,

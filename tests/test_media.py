@@ -13,7 +13,7 @@ from PIL import Image
 from connectors import ffmpeg
 from connectors.video.kenburns import KenBurnsGenerator
 from connectors.video.protocol import SegmentGenerator, SegmentRequest
-from pipeline.compose import compose, concat_listing, make_cover, write_pad
+from pipeline.compose import compose, concat_listing, make_cover
 from pipeline.compose_plan import ComposeSpec
 from pipeline.frames import extract_first_last
 from storage.errors import MediaError
@@ -268,16 +268,16 @@ def music_file(media: Path) -> Path:
     return lavfi(media / "music.mp3", "sine=frequency=330:duration=1.3", "-ac", "1", "-ar", "44100")
 
 
-def join(segments: list[Path], out: Path, workdir: Path, music: Path | None = None) -> None:
+def join(segments: list[Path], out: Path, workdir: Path, music: Path | None = None, pad: bool = False) -> None:
     durations = [ffmpeg.probe(s).duration for s in segments]
-    compose(ComposeSpec(segments=segments, durations=durations, width=W, height=H, fps=FPS, music=music), out, workdir)
+    compose(ComposeSpec(segments=segments, durations=durations, width=W, height=H, fps=FPS, music=music, pad=pad),
+            out, workdir)
 
 
 @pytest.mark.parametrize("use_music", [False, True], ids=["pad", "music"])
 def test_join_with_music(use_music, segments, music_file, tmp_path):
     out = tmp_path / "final.mp4"
-    music = music_file if use_music else write_pad(tmp_path / "pad.wav", 3.0)
-    join(segments, out, tmp_path, music)
+    join(segments, out, tmp_path, music_file if use_music else None, pad=not use_music)
 
     info = ffmpeg.probe(out)
     assert (info.video_streams, info.audio_streams) == (1, 1)

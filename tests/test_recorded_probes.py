@@ -9,12 +9,13 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_actions import act
-from test_compose import H, W, ffprobe_lines, integrated_lufs, lavfi_audio, make_segment, spec
+from test_compose import RATE, H, W, ffprobe_lines, integrated_lufs, lavfi_audio, make_segment, pcm, spec
 
 from connectors import ffmpeg
-from pipeline.audio_mix import LoudnessMemo
+from pipeline.audio_mix import PAD_PARTIALS, LoudnessMemo
 from pipeline.compose import compose
 from storage.models import ProjectState
 
@@ -108,3 +109,20 @@ def test_segments_keep_their_probes_and_compose_survives_a_bad_record_or_a_swapp
     frames = ffprobe_lines(paths.final_video, "-select_streams", "v:0", "-show_entries", "frame=width,height")
     sizes = {line.strip(",") for line in frames}
     assert sizes == {f"{template.width},{template.height}"}  # every frame, the swapped shot's too
+
+
+def test_the_pad_is_made_in_the_compose_run_and_measured_once_per_length(clips, tmp_path, monkeypatch):
+    memo = LoudnessMemo()
+    runs = count_starts("ffmpeg", tmp_path / "bin", monkeypatch)
+    compose(spec(clips, pad=True, cover_at=None), tmp_path / "a.mp4", tmp_path, loudness=memo)
+    assert starts(runs) == 2  # measuring, composing: no process of its own for the pad
+    compose(spec(clips, pad=True, cover_at=None), tmp_path / "b.mp4", tmp_path, loudness=memo)
+    assert starts(runs) == 3
+    compose(spec(clips[:2], pad=True, cover_at=None), tmp_path / "c.mp4", tmp_path, loudness=memo)
+    assert starts(runs) == 5  # another length is measured
+
+    assert abs(integrated_lufs(tmp_path / "b.mp4") - integrated_lufs(tmp_path / "a.mp4")) <= 0.5
+    samples = pcm(tmp_path / "a.mp4")[RATE:2 * RATE]  # a steady second, after the fade-in
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    strongest = np.fft.rfftfreq(len(samples), 1 / RATE)[spectrum.argmax()]
+    assert abs(strongest - PAD_PARTIALS[0][0]) < 2  # the chord's root, its loudest partial
