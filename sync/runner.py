@@ -31,6 +31,7 @@ from storage.retry import RetryPolicy
 from storage.storyboard import Storyboard
 from storage.timings import TimingStore
 from sync import lifecycle
+from sync.background import in_background
 from sync.eta import COMPOSER
 from sync.lifecycle import Lifecycle
 from sync.metrics import Metrics
@@ -290,8 +291,8 @@ class ProjectRunner:
         music = final_cut.music_bed(template)
         spec = final_cut.compose_spec(board, template, [paths.segment(s.index) for s in board.shots], sound, music)
         known = {paths.segment(s.index): _probed(s) for s in self.d.store.segments(p.id)}
-        result = compose.compose(spec, paths.final_video, paths.final_dir, cover=paths.cover, known=known,
-                                 loudness=self.d.loudness)
+        result = in_background(lambda: compose.compose(spec, paths.final_video, paths.final_dir, cover=paths.cover,
+                                                       known=known, loudness=self.d.loudness))
         final_url, cover_url = self.d.publisher.put(paths.final_video), self.d.publisher.put(paths.cover)
 
         def made(q: Project) -> lifecycle.Change:
@@ -312,7 +313,7 @@ class ProjectRunner:
         if self.d.shows_previews is not None and not self.d.shows_previews(p):
             return
         try:
-            draw()
+            in_background(draw)
         except (SheetReelError, OSError) as e:
             log.warning("preview skipped project=%s record=%s error=%s", p.id, p.record_id, e)
             return

@@ -1,0 +1,62 @@
+"""Composing and previews yield the CPU to the work that feeds the GPU: seen as the nice value of
+every ffmpeg and ffprobe a real project starts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from storage.models import ProjectState
+from sync.background import NICE, in_background
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the nice value is per thread on Linux only")
+
+
+def record_nice(shims: Path, monkeypatch) -> Path:
+    """ffmpeg and ffprobe ahead on PATH that note their nice value and arguments, then run the real ones."""
+    shims.mkdir()
+    log = shims / "starts.log"
+    for program in ("ffmpeg", "ffprobe"):
+        real = shutil.which(program)
+        assert real, f"{program} is not installed"
+        shim = shims / program
+        shim.write_text(f'#!/bin/sh\necho "$(nice) {program} $*" >> "{log}"\nexec "{real}" "$@"\n')
+        shim.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shims}{os.pathsep}{os.environ['PATH']}")
+    return log
+
+
+def test_compose_and_pictures_run_niced_and_the_shots_frame_work_does_not(sheet, tmp_path, monkeypatch):
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    log = record_nice(tmp_path / "bin", monkeypatch)
+    cols = sheet.cols
+    (rid,) = sheet.add_rows([{cols.title: "优先级", cols.image: sheet.image_cell(), cols.template: "tiny",
+                              cols.shot_count: 2}])
+    app = sheet.app()
+    app.once()
+    assert app.store.by_record(sheet.table_id, rid).state == ProjectState.completed
+
+    starts = [line.split(" ", 2) for line in log.read_text().splitlines()]
+    nice_of = {(int(nice), program, args) for nice, program, args in starts}
+    frames = [n for n, program, args in nice_of if "-sseof" in args]  # a shot's first and last frames
+    final = [n for n, program, args in nice_of if "/final/" in args]  # compose, loudness, cover, its check
+    previews = [n for n, program, args in nice_of if "/preview/" in args]  # the plan and shots sheets
+    assert frames and final and previews
+    assert set(frames) == {base}
+    assert set(final) == set(previews) == {min(19, base + NICE)}
+
+
+def test_background_work_returns_its_result_and_raises_its_error():
+    def nice_here() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = nice_here()
+    assert in_background(nice_here) == min(19, before + NICE)
+    assert nice_here() == before  # the caller's thread keeps its priority
+    with pytest.raises(ZeroDivisionError):
+        in_background(lambda: 1 / 0)
