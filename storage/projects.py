@@ -74,6 +74,11 @@ class ProjectStore(Repo):
             q = select(Project).where(Project.table_id == table_id, Project.record_id == record_id)
             return s.exec(q).first()
 
+    def record_ids(self, table_id: str) -> set[str]:
+        """The rows of this table that have a project."""
+        with self.session() as s:
+            return set(s.exec(select(Project.record_id).where(Project.table_id == table_id)))
+
     def projects(self, states: Iterable[ProjectState] | None = None, updated_since: datetime | None = None) -> list[Project]:
         with self.session() as s:
             q = select(Project).order_by(Project.created_at, Project.id)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 
 from connectors.feishu.protocol import BitableClient, FieldType, Record
 from pipeline.templates import TemplateLibrary
@@ -22,11 +24,23 @@ from sync.lifecycle import Change, Lifecycle
 from sync.rows import RowInput, parse_row
 
 log = logging.getLogger(__name__)
+# New rows whose opening images the gateway fetches at once (each a download and a re-encode):
+# a batch pasted into the sheet is queued in about the time of its slowest images, not their sum.
+STAGING_AT_ONCE = 4
 UNREADABLE = "读取这一行时出错：请检查各列内容是否正常（例如删掉异常字符后重新填写），仍不行请联系工程师查看日志"
 
 
 def queue_rank(p: Project) -> tuple:
     return (-p.priority, p.created_at, p.id)
+
+
+@dataclass(frozen=True)
+class _Staging:
+    """A new row's project, made before its turn so that its image is fetched meanwhile."""
+
+    project: Project
+    today: date
+    problems: Future[list[str]]
 
 
 class Poller:
@@ -68,32 +82,57 @@ class Poller:
         newest, deferred = watermark, []
         # Oldest change first: rows new in one poll become projects in the order they were added,
         # which is the queue's order among equal priorities.
-        for record in sorted(self._changed_since(watermark), key=lambda r: r.last_modified_time or 0):
-            modified = record.last_modified_time or 0
-            newest = max(newest, modified)
-            try:
-                done = self._intake(parse_row(record, self.cols, self.default_template, self.tz))
-            except SheetReelError as e:
-                # The database was busy, or the project moved on between reading and committing
-                # (another host): read the row again next poll.
-                if e.retryable or isinstance(e, lifecycle.Refused):
-                    log.warning("row deferred record=%s error=%s", record.record_id, e)
+        records = sorted(self._changed_since(watermark), key=lambda r: r.last_modified_time or 0)
+        with ThreadPoolExecutor(STAGING_AT_ONCE, thread_name_prefix="staging") as pool:
+            staging = self._stage_new_rows(records, pool)
+            for record in records:
+                modified = record.last_modified_time or 0
+                newest = max(newest, modified)
+                if not self._take_in(record, staging.get(record.record_id)):
                     deferred.append(modified)
-                else:
-                    log.warning("row refused record=%s error=%s", record.record_id, e)
-                    self._unreadable(record, str(e))
-                continue
-            except Exception:  # noqa: BLE001 - one row we cannot handle must not stop the table
-                log.exception("row failed record=%s", record.record_id)
-                self._unreadable(record)
-                continue
-            if not done:
-                deferred.append(modified)
         # A row we could not handle now (its project is busy) must be read again next time.
         self.stores.sync.set_watermark(table_id, min([newest, *(m - 1 for m in deferred)]))
         if full:
             self.stores.sync.set_full_scan(table_id, now)
         return self.runnable()
+
+    def _take_in(self, record: Record, staging: _Staging | None) -> bool:
+        """One changed row into its project; False when it must be read again next poll."""
+        try:
+            done = self._intake(parse_row(record, self.cols, self.default_template, self.tz), staging)
+        except SheetReelError as e:
+            # The database was busy, or the project moved on between reading and committing
+            # (another host): read the row again next poll.
+            if e.retryable or isinstance(e, lifecycle.Refused):
+                log.warning("row deferred record=%s error=%s", record.record_id, e)
+                return False
+            log.warning("row refused record=%s error=%s", record.record_id, e)
+            self._unreadable(record, str(e))
+            return True
+        except Exception:  # noqa: BLE001 - one row we cannot handle must not stop the table
+            log.exception("row failed record=%s", record.record_id)
+            self._unreadable(record)
+            return True
+        return done
+
+    def _stage_new_rows(self, records: list[Record], pool: ThreadPoolExecutor) -> dict[str, _Staging]:
+        """Start fetching the images of the rows that have no project yet, several at once. The
+        projects are still created one by one in the rows' order, each when its image is in."""
+        if self.stage is None or len(records) < 2:
+            return {}
+        known = self.store.record_ids(self.table.table_id)
+        today = self.clock().astimezone(self.tz).date()
+        staging = {}
+        for record in records:
+            if record.record_id in known:
+                continue
+            try:
+                row = parse_row(record, self.cols, self.default_template, self.tz)
+            except Exception:  # noqa: BLE001 - the row's own turn reports it
+                continue
+            project = new_project(row, self.table.table_id)
+            staging[record.record_id] = _Staging(project, today, pool.submit(self._staged, project, row, today))
+        return staging
 
     def runnable(self) -> list[Project]:
         """This table's projects that can run now, in the order they should: higher priority, then oldest."""
@@ -129,12 +168,12 @@ class Poller:
 
     # -- one row ----------------------------------------------------------------------------------
 
-    def _intake(self, row: RowInput) -> bool:
+    def _intake(self, row: RowInput, staging: _Staging | None = None) -> bool:
         """Apply one row's news. False when its project is busy and the row must be read again."""
         project = self.store.by_record(self.table.table_id, row.record_id)
         try:
             if project is None:
-                self._create(row)
+                self._create(row, staging)
                 return True
             with self.locks.hold(project.id) as got:
                 if not got:
@@ -162,13 +201,14 @@ class Poller:
         except Exception:  # noqa: BLE001 - the log line above is all we can do then
             log.exception("row error not recorded record=%s", record.record_id)
 
-    def _create(self, row: RowInput) -> None:
-        project = new_project(row, self.table.table_id)
-        _, changes = self._news(project, row, new=True)
+    def _create(self, row: RowInput, staging: _Staging | None = None) -> None:
+        project = staging.project if staging else new_project(row, self.table.table_id)
+        _, changes = self._news(project, row, new=True, staging=staging)
         if self.life.create(project, lambda q: changes):
             log.info("new project project=%s record=%s state=%s", project.id, row.record_id, project.state.value)
 
-    def _news(self, p: Project, row: RowInput, new: bool = False) -> tuple[list[lifecycle.Transition], list[Change]]:
+    def _news(self, p: Project, row: RowInput, new: bool = False,
+              staging: _Staging | None = None) -> tuple[list[lifecycle.Transition], list[Change]]:
         """What the row asks of `p`: the transitions to commit, already applied to `p` (so each
         check sees the state the previous one left) with their outcomes."""
         transitions: list[lifecycle.Transition] = []
@@ -182,8 +222,8 @@ class Poller:
             if not new:
                 remove_outputs(self.store, p)
                 log.info("inputs changed project=%s record=%s", p.id, row.record_id)
-            today = self.clock().astimezone(self.tz).date()
-            staged = self._staged(p, row, today)
+            today = staging.today if staging else self.clock().astimezone(self.tz).date()
+            staged = staging.problems.result() if staging else self._staged(p, row, today)
             take(lambda q: lifecycle.inputs_changed(q, apply_inputs(q, row, self.templates, today) + staged))
         if self._action_is_new(p, row):
             take(self._action(p, row))

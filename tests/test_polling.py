@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from storage.models import ProjectState
+import threading
+
+from storage.errors import BadInput, Unavailable
+from storage.models import Project, ProjectState
+from sync.app import make_links
+from sync.poller import queue_rank
 from sync.rows import text_of
 
 from conftest import Sheet
@@ -119,3 +124,30 @@ def test_paging_past_500_changed_rows_while_users_edit_skips_no_row(sheet: Sheet
     scenes = {p.record_id: p.scene for p in app.store.projects()}
     expected = {rid: "改2" if rid in during else "改1" if i < 700 else "旧" for i, rid in enumerate(rids)}
     assert scenes == expected
+
+
+def test_new_rows_images_are_staged_several_at_once_and_the_rows_queued_in_order(sheet: Sheet):
+    """The gateway fetches new rows' images side by side; the projects still come in row order, a
+    bad image is still its row's error, and an image not reachable now leaves its row for later."""
+    cols = sheet.cols
+    rids = sheet.add_rows([{cols.title: f"行{i}", cols.image: sheet.image_cell(), cols.template: "tiny"}
+                           for i in range(6)])
+    app = sheet.app()
+    together = threading.Barrier(2, timeout=60)  # passes only while two stagings run at once
+    bad, later = rids[1], rids[4]
+
+    def stage(p: Project) -> None:
+        together.wait()
+        if p.record_id == bad:
+            raise BadInput("首帧图片无法解码")
+        if p.record_id == later:
+            raise Unavailable("首帧图片还在从飞书取回")
+
+    (link,) = make_links(sheet.settings, app.stores, app.life, app.locks, app.templates, app.clock, app.table,
+                         stage=stage)
+    link.poller.poll()
+
+    made = sorted(app.store.projects(), key=queue_rank)
+    assert [p.record_id for p in made] == [r for r in rids if r != later]
+    assert {p.record_id: p.error for p in made if p.error} == {bad: "首帧图片无法解码"}
+    assert all(p.state == ProjectState.pending for p in made if p.record_id != bad)
