@@ -183,7 +183,7 @@ def _template_key(template: TemplateConfig) -> str:
 
 def _file_digest(path: Path) -> str:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return ffmpeg.file_sha256(path)
     except FileNotFoundError:
         raise MediaError(f"preview input missing: {path.name}") from None
 

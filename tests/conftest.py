@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -163,6 +164,22 @@ def wait_for(condition, timeout: float = 60) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("condition not reached in time")
+
+
+def record_starts(shims: Path, monkeypatch) -> Path:
+    """ffmpeg and ffprobe ahead on PATH that note each start ("<nice value> <program> <arguments>"
+    a line, in the returned file), then run the real ones."""
+    shims.mkdir(exist_ok=True)
+    log = shims / "starts.log"
+    log.write_text("")
+    for program in ("ffmpeg", "ffprobe"):
+        real = shutil.which(program)
+        assert real, f"{program} is not installed"
+        shim = shims / program
+        shim.write_text(f'#!/bin/sh\necho "$(nice) {program} $*" >> "{log}"\nexec "{real}" "$@"\n')
+        shim.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shims}{os.pathsep}{os.environ['PATH']}")
+    return log
 
 
 def stream_info(video: Path) -> dict:

@@ -4,36 +4,22 @@ every ffmpeg and ffprobe a real project starts."""
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 
 from storage.models import ProjectState
 from sync.background import NICE, in_background
 
+from conftest import record_starts
+
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the nice value is per thread on Linux only")
-
-
-def record_nice(shims: Path, monkeypatch) -> Path:
-    """ffmpeg and ffprobe ahead on PATH that note their nice value and arguments, then run the real ones."""
-    shims.mkdir()
-    log = shims / "starts.log"
-    for program in ("ffmpeg", "ffprobe"):
-        real = shutil.which(program)
-        assert real, f"{program} is not installed"
-        shim = shims / program
-        shim.write_text(f'#!/bin/sh\necho "$(nice) {program} $*" >> "{log}"\nexec "{real}" "$@"\n')
-        shim.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{shims}{os.pathsep}{os.environ['PATH']}")
-    return log
 
 
 def test_compose_and_pictures_run_niced_and_the_shots_frame_work_does_not(sheet, tmp_path, monkeypatch):
     base = os.getpriority(os.PRIO_PROCESS, 0)
-    log = record_nice(tmp_path / "bin", monkeypatch)
+    log = record_starts(tmp_path / "bin", monkeypatch)
     cols = sheet.cols
     (rid,) = sheet.add_rows([{cols.title: "优先级", cols.image: sheet.image_cell(), cols.template: "tiny",
                               cols.shot_count: 2}])

@@ -5,7 +5,6 @@ CPU), checked against what the user gets (the MP4 via ffprobe, its loudness)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -19,23 +18,11 @@ from pipeline.audio_mix import PAD_PARTIALS, LoudnessMemo
 from pipeline.compose import compose
 from storage.models import ProjectState
 
-
-def count_starts(program: str, shims: Path, monkeypatch) -> Path:
-    """Put a `program` ahead on PATH that notes each start in the returned file, then runs the real one."""
-    real = shutil.which(program)
-    assert real, f"{program} is not installed"
-    shims.mkdir(exist_ok=True)
-    log = shims / f"{program}.starts"
-    log.write_text("")
-    shim = shims / program
-    shim.write_text(f'#!/bin/sh\necho start >> "{log}"\nexec "{real}" "$@"\n')
-    shim.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{shims}{os.pathsep}{os.environ['PATH']}")
-    return log
+from conftest import record_starts
 
 
-def starts(log: Path) -> int:
-    return len(log.read_text().splitlines())
+def starts(log: Path, program: str) -> int:
+    return sum(line.split(" ", 2)[1] == program for line in log.read_text().splitlines())
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +33,10 @@ def clips(tmp_path_factory) -> list[Path]:
 
 def test_compose_takes_recorded_probes_and_probes_a_file_changed_since(clips, tmp_path, monkeypatch):
     known = {seg: ffmpeg.probe_file(seg) for seg in clips}
-    probes = count_starts("ffprobe", tmp_path / "bin", monkeypatch)
+    log = record_starts(tmp_path / "bin", monkeypatch)
     out = tmp_path / "a.mp4"
     result = compose(spec(clips), out, tmp_path, known=known)
-    assert not result.reencoded and starts(probes) == 1  # the check of the written file only
+    assert not result.reencoded and starts(log, "ffprobe") == 1  # the check of the written file only
     assert abs(ffmpeg.probe(out).duration - 3.0) < 0.1
 
     # A segment replaced after it was probed, by one of another size: its old facts would have it
@@ -67,11 +54,11 @@ def test_compose_takes_recorded_probes_and_probes_a_file_changed_since(clips, tm
 def test_a_music_bed_is_measured_once_per_content_and_length(clips, tmp_path, monkeypatch):
     music = lavfi_audio(tmp_path / "music.wav", "sine=frequency=440:duration=4", "-af", "volume=-30dB")
     memo = LoudnessMemo()
-    runs = count_starts("ffmpeg", tmp_path / "bin", monkeypatch)
+    log = record_starts(tmp_path / "bin", monkeypatch)
     compose(spec(clips, music=music), tmp_path / "a.mp4", tmp_path, loudness=memo)
-    first = starts(runs)
+    first = starts(log, "ffmpeg")
     compose(spec(clips, music=music), tmp_path / "b.mp4", tmp_path, loudness=memo)
-    assert starts(runs) - first == first - 1  # the same, less the measuring run
+    assert starts(log, "ffmpeg") - first == first - 1  # the same, less the measuring run
     # (3 s with the bed's fades in and out: the same level every time, a little under the target)
     level = integrated_lufs(tmp_path / "a.mp4")
     assert abs(integrated_lufs(tmp_path / "b.mp4") - level) <= 0.5
@@ -113,13 +100,13 @@ def test_segments_keep_their_probes_and_compose_survives_a_bad_record_or_a_swapp
 
 def test_the_pad_is_made_in_the_compose_run_and_measured_once_per_length(clips, tmp_path, monkeypatch):
     memo = LoudnessMemo()
-    runs = count_starts("ffmpeg", tmp_path / "bin", monkeypatch)
+    log = record_starts(tmp_path / "bin", monkeypatch)
     compose(spec(clips, pad=True, cover_at=None), tmp_path / "a.mp4", tmp_path, loudness=memo)
-    assert starts(runs) == 2  # measuring, composing: no process of its own for the pad
+    assert starts(log, "ffmpeg") == 2  # measuring, composing: no process of its own for the pad
     compose(spec(clips, pad=True, cover_at=None), tmp_path / "b.mp4", tmp_path, loudness=memo)
-    assert starts(runs) == 3
+    assert starts(log, "ffmpeg") == 3
     compose(spec(clips[:2], pad=True, cover_at=None), tmp_path / "c.mp4", tmp_path, loudness=memo)
-    assert starts(runs) == 5  # another length is measured
+    assert starts(log, "ffmpeg") == 5  # another length is measured
 
     assert abs(integrated_lufs(tmp_path / "b.mp4") - integrated_lufs(tmp_path / "a.mp4")) <= 0.5
     samples = pcm(tmp_path / "a.mp4")[RATE:2 * RATE]  # a steady second, after the fade-in
