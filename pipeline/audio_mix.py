@@ -28,6 +28,8 @@ from storage.errors import MediaError
 
 AUDIO_RATE = 48000
 AUDIO_BITRATE = "128k"
+# The final video's audio encoding, whether mixed in its compose run or ahead of it (pipeline.premix).
+ENCODE_ARGS = ("-c:a", "aac", "-b:a", AUDIO_BITRATE, "-ar", str(AUDIO_RATE), "-ac", "2")
 AUDIO_FORMAT = f"aformat=sample_fmts=fltp:sample_rates={AUDIO_RATE}:channel_layouts=stereo"
 FADE_IN = 1.0
 FADE_OUT = 1.5

@@ -15,7 +15,6 @@ from pydantic import BaseModel
 
 from connectors import ffmpeg
 from pipeline import audio_mix
-from pipeline.audio_mix import AUDIO_BITRATE, AUDIO_RATE
 from pipeline.compose_plan import (
     ComposeSpec,
     clip_srt,
@@ -23,10 +22,17 @@ from pipeline.compose_plan import (
     join_graph,
     needs_reencode,
 )
+from pipeline.premix import Premix
 from storage import atomic
 from storage.errors import MediaError
 
 PROBE_WORKERS = 8
+# A premixed track fits a video this close to its length (the segments' durations as probed).
+PREMIX_FIT_SECONDS = 0.001
+
+
+class PremixUnfit(MediaError):
+    """The video is not the length the soundtrack was premixed for: mix it with the video instead."""
 
 
 class ComposeResult(BaseModel):
@@ -48,36 +54,49 @@ class _Layout(BaseModel):
 
 def compose(spec: ComposeSpec, out: Path, workdir: Path, *, cover: Path | None = None,
             known: Mapping[Path, ffmpeg.ProbedFile | None] | None = None,
-            loudness: audio_mix.LoudnessMemo | None = None) -> ComposeResult:
+            loudness: audio_mix.LoudnessMemo | None = None, premixed: Premix | None = None) -> ComposeResult:
     """Write the final H.264/AAC MP4 in one ffmpeg pass, then a JPEG cover (`out`.jpg by default).
 
     Copies the video stream when the segments share the format and nothing visual is asked
     for; otherwise re-encodes once. The soundtrack is always encoded, silent when there is
     neither music nor narration, so that players see an audio track. `known`: segments' probes
     taken earlier, used for each segment whose file still has the content they were taken of;
-    `loudness`: music measured for earlier videos.
+    `loudness`: music measured for earlier videos; `premixed`: the soundtrack mixed ahead (in
+    `workdir`), copied in as it is instead of the spec's narration and music; PremixUnfit when
+    the segments do not add up to its length.
     """
-    # Both are mostly waiting on short ffmpeg/ffprobe runs: do them side by side. The loudness
-    # is measured over the planned length; the real one (stream copy plays the files as they
-    # are) is near enough for an integrated loudness.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        measuring = pool.submit(audio_mix.measure_sources, spec, spec.total_duration, workdir, loudness)
+    if premixed is None:
+        # Both are mostly waiting on short ffmpeg/ffprobe runs: do them side by side. The loudness
+        # is measured over the planned length; the real one (stream copy plays the files as they
+        # are) is near enough for an integrated loudness.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            measuring = pool.submit(audio_mix.measure_sources, spec, spec.total_duration, workdir, loudness)
+            layout = _layout(spec, known or {})
+            levels = measuring.result()
+    else:
         layout = _layout(spec, known or {})
-        levels = measuring.result()
+        if abs(layout.duration - premixed.duration) > PREMIX_FIT_SECONDS:
+            raise PremixUnfit(f"the segments last {layout.duration:.3f} s, the premixed soundtrack "
+                              f"{premixed.duration:.3f} s")
     args, graphs, next_input = _video_part(spec, layout, out, workdir)
-    audio = audio_mix.plan_audio(spec, levels, layout.duration, next_input, workdir)
-    args += audio.inputs
-    next_input += audio.input_count
+    if premixed is None:
+        audio = audio_mix.plan_audio(spec, levels, layout.duration, next_input, workdir)
+        args += audio.inputs
+        next_input += audio.input_count
+        graphs, audio_map, audio_codec, levels = [*graphs, audio.graph], "[aout]", audio_mix.ENCODE_ARGS, audio.levels
+    else:
+        args += ["-i", str(premixed.audio(workdir))]
+        audio_map, audio_codec, levels = f"{next_input}:a:0", ("-c:a", "copy"), premixed.levels
+        next_input += 1
     soft = _soft_subtitles(spec, layout.duration, workdir / f"{out.stem}.soft.srt")
     if soft is not None:
         args += ["-i", str(soft)]
     outputs = [
-        "-filter_complex", ";".join([*graphs, audio.graph]),
-        "-map", "0:v:0" if layout.stream_copy else "[vout]", "-map", "[aout]",
+        *(["-filter_complex", ";".join(graphs)] if graphs else []),
+        "-map", "0:v:0" if layout.stream_copy else "[vout]", "-map", audio_map,
         *(["-c:v", "copy"] if layout.stream_copy else _video_codec_args(spec)),
         *(_soft_subtitle_args(next_input, spec) if soft is not None else []),
-        "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-ar", str(AUDIO_RATE), "-ac", "2",
-        "-map_metadata", "-1", "-movflags", "+faststart",
+        *audio_codec, "-map_metadata", "-1", "-movflags", "+faststart",
     ]
     ffmpeg.run_to(out, lambda tmp: [ffmpeg.FFMPEG, *args, *outputs, str(tmp)], what="composing the final video")
 
@@ -88,7 +107,7 @@ def compose(spec: ComposeSpec, out: Path, workdir: Path, *, cover: Path | None =
             make_cover(out, cover_path, at=spec.cover_at, length=layout.duration)
         length = probing.result().duration
     return ComposeResult(video=out, cover=cover_path, duration=length, reencoded=not layout.stream_copy,
-                         levels=audio.levels)
+                         levels=levels)
 
 
 def make_cover(video: Path, cover: Path, at: float = 1.0, *, length: float | None = None) -> None:

@@ -10,6 +10,7 @@ new each time because a process may lower its priority but not raise it back.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 NICE = 10
 
@@ -49,3 +51,57 @@ def _lower_this_thread() -> None:
         os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + NICE))
     except OSError:
         pass  # a sandbox that forbids it: the work still runs, only not behind the GPU's
+
+
+class Ahead:
+    """Work for a project started before the stage that needs it, at the lower priority, a few at
+    once. The stage then `claim`s it: waits for it if it is running, and takes it over if it has not
+    started yet (returns at once: the stage does that work itself), so a stage never waits behind
+    other projects' work ahead. Failures are logged: the stage does the work again and reports them."""
+
+    def __init__(self, at_once: int = 2):
+        self._slots = threading.BoundedSemaphore(at_once)
+        self._lock = threading.Lock()
+        self._work: dict[str, _Job] = {}
+
+    def start(self, project_id: str, work: Callable[[], object]) -> None:
+        job = _Job()
+        with self._lock:
+            self._work[project_id] = job  # a newer start replaces an older one's claim
+
+        def body() -> None:
+            try:
+                with self._slots:
+                    with self._lock:
+                        if job.taken:
+                            return
+                        job.running = True
+                    _lower_this_thread()
+                    work()
+            except Exception as e:  # noqa: BLE001 - the stage that needs it redoes it and reports
+                log.warning("work ahead failed project=%s error=%s", project_id, str(e)[:300])
+            finally:
+                job.done.set()
+                with self._lock:
+                    if self._work.get(project_id) is job:
+                        del self._work[project_id]
+
+        threading.Thread(target=body, name=f"ahead-{project_id}", daemon=True).start()
+
+    def claim(self, project_id: str, timeout: float | None = None) -> None:
+        """Wait for `project_id`'s work if it is running; drop it if it has not started."""
+        with self._lock:
+            job = self._work.pop(project_id, None)
+            if job is None:
+                return
+            if not job.running:
+                job.taken = True
+                return
+        job.done.wait(timeout)
+
+
+class _Job:
+    def __init__(self) -> None:
+        self.running = False
+        self.taken = False
+        self.done = threading.Event()

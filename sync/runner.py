@@ -16,7 +16,7 @@ from connectors import ffmpeg
 from connectors.asr import Transcriber
 from connectors.tts import Speech
 from connectors.video.protocol import RemoteTask, SegmentGenerator, SegmentRequest
-from pipeline import audio_mix, compose, final_cut, preview
+from pipeline import audio_mix, compose, final_cut, premix, preview
 from pipeline.mix import plan_sources
 from pipeline.publish import Publisher
 from pipeline.segments import SegmentResult, generate_segments
@@ -31,7 +31,7 @@ from storage.retry import RetryPolicy
 from storage.storyboard import Storyboard
 from storage.timings import TimingStore
 from sync import lifecycle
-from sync.background import in_background
+from sync.background import Ahead, in_background
 from sync.eta import COMPOSER
 from sync.lifecycle import Lifecycle
 from sync.metrics import Metrics
@@ -78,6 +78,8 @@ class RunnerDeps:
     shows_previews: Callable[[Project], bool] | None = None
     # Music beds measured for earlier videos: one template's music is measured once per process.
     loudness: audio_mix.LoudnessMemo = field(default_factory=audio_mix.LoudnessMemo)
+    # Soundtracks mixed while the shots are made, so that compose only copies them in.
+    ahead: Ahead = field(default_factory=Ahead)
 
 
 class Stopping(Exception):
@@ -194,7 +196,18 @@ class ProjectRunner:
             q.storyboard_json = board_json
             return lifecycle.step_succeeded(q, 10, "分镜完成")
 
-        return self._commit(p, made)
+        p = self._commit(p, made)
+        project_id, record_id = p.id, p.record_id
+
+        def ahead() -> None:
+            # No lock is held: all it writes is named by what it was made from.
+            made = premix.make(board, template, self.d.speech, self.d.transcriber,
+                               [paths.segment(s.index) for s in board.shots], paths.final_dir, self.d.loudness)
+            self._share(made.audio(paths.final_dir), premix.record_path(paths.final_dir, made.key))
+            log.info("soundtrack premixed project=%s record=%s source=%s", project_id, record_id, made.source)
+
+        self.d.ahead.start(project_id, ahead)
+        return p
 
     def _opening_image(self, p: Project) -> None:
         """The row's image in the project folder (again, if `cleanup` removed the inputs; from the
@@ -286,13 +299,15 @@ class ProjectRunner:
         without = [r for r in self._unmet(template) if not r.essential]
         for r in without:
             log.warning("made without project=%s template=%s need=%s", p.id, template.id, r.need)
-        sound = final_cut.soundtrack(board, template, self.d.speech, self.d.transcriber, paths.final_dir)
-        self._checkpoint(p)
-        music = final_cut.music_bed(template)
-        spec = final_cut.compose_spec(board, template, [paths.segment(s.index) for s in board.shots], sound, music)
+        segments = [paths.segment(s.index) for s in board.shots]
         known = {paths.segment(s.index): _probed(s) for s in self.d.store.segments(p.id)}
-        result = in_background(lambda: compose.compose(spec, paths.final_video, paths.final_dir, cover=paths.cover,
-                                                       known=known, loudness=self.d.loudness))
+        result = self._compose_premixed(p, board, template, segments, known)
+        if result is None:
+            sound = final_cut.soundtrack(board, template, self.d.speech, self.d.transcriber, paths.final_dir)
+            self._checkpoint(p)
+            spec = final_cut.compose_spec(board, template, segments, sound, final_cut.music_bed(template))
+            result = in_background(lambda: compose.compose(spec, paths.final_video, paths.final_dir, cover=paths.cover,
+                                                           known=known, loudness=self.d.loudness))
         final_url, cover_url = self.d.publisher.put(paths.final_video), self.d.publisher.put(paths.cover)
 
         def made(q: Project) -> lifecycle.Change:
@@ -300,6 +315,30 @@ class ProjectRunner:
             return lifecycle.step_succeeded(q, 100, "已完成", notice="；".join(r.without for r in without) or None)
 
         return self._commit(p, made)
+
+    def _compose_premixed(self, p: Project, board: Storyboard, template: TemplateConfig, segments: list[Path],
+                          known: dict[Path, ffmpeg.ProbedFile | None]) -> compose.ComposeResult | None:
+        """The video with the soundtrack mixed ahead for exactly this storyboard and template;
+        None when there is none (compose then mixes it)."""
+        self.d.ahead.claim(p.id)
+        paths = self.d.store.paths(p)
+        key = premix.premix_key(board, template, self.d.speech, self.d.transcriber)
+        if self.d.shared:
+            self.d.publisher.pull(premix.audio_path(paths.final_dir, key), premix.record_path(paths.final_dir, key))
+        ready = premix.find(key, paths.final_dir)
+        if ready is None:
+            return None
+        srt = None
+        if ready.srt is not None:
+            atomic.write_text(paths.subtitles, ready.srt)
+            srt = paths.subtitles
+        spec = final_cut.compose_spec(board, template, segments, final_cut.Soundtrack(srt=srt, source=ready.source), None)
+        try:
+            return in_background(lambda: compose.compose(spec, paths.final_video, paths.final_dir, cover=paths.cover,
+                                                          known=known, premixed=ready))
+        except compose.PremixUnfit as e:
+            log.info("premixed soundtrack not used project=%s record=%s why=%s", p.id, p.record_id, e)
+            return None
 
     # -- helpers --------------------------------------------------------------------------------
 
