@@ -79,13 +79,29 @@ def host(role: str, settings: Settings, ready, go, stop, results, gpu_seconds: f
     gpu = None
     if role != "cpu":
         gpu = worker.runner.d.generators["simgpu"] = SimulatedGpu(gpu_seconds, clip)
+    # Running before the clock starts, as a fleet is when rows come in: the run measures work,
+    # not the workers connecting and starting to listen for jobs.
+    threading.Thread(target=lambda: (stop.wait(), worker.stop()), daemon=True).start()
+    running = threading.Thread(target=worker.run, kwargs={"signals": False}, name="worker")
+    running.start()
     ready.put(role)
     go.wait()
     started = cpu_seconds()
-    threading.Thread(target=lambda: (stop.wait(), worker.stop()), daemon=True).start()
-    worker.run(signals=False)
+    running.join()
     busy = sum(end - begin for begin, end in gpu.busy) if gpu else 0.0
     results.put((role, [seconds for _, seconds in worker.waits], busy, cpu_seconds() - started))
+
+
+def wait_listening(url: str, workers: int, timeout: float = 120) -> None:
+    """Until `workers` connections listen for new jobs (a job deferred before would wait for
+    procrastinate's next poll)."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True) as conn:
+        while conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                           "AND query LIKE 'LISTEN %'").fetchone()[0] < workers:
+            if time.monotonic() > deadline:
+                raise SystemExit("the workers did not start listening for jobs in time")
+            time.sleep(0.05)
 
 
 def machine_cpu_seconds() -> float:
@@ -112,7 +128,7 @@ def run(gpu_workers: int, projects: int, seconds: float, clip: Path, admin: str,
             # poll (30 s by default) and flush (2 s) gate no work here, only how soon the sheet shows it.
             app_token, table_id, settings = bench_table(
                 emu, root / "gateway", previews, SHEETREEL_DATABASE_URL=url, SHEETREEL_STORE_DIR=root / "store",
-                SHEETREEL_QUEUES={"simgpu": "gpu:sim"}, POLL_INTERVAL_SECONDS=1.0, FLUSH_INTERVAL_SECONDS=1.0)
+                SHEETREEL_QUEUES={"simgpu": "gpu:sim"})
             cols = settings.columns
             image = [{"file_token": emu.upload_media(app_token, "a.jpg", (ASSETS / "sample_2.jpg").read_bytes(), "image/jpeg")}]
             emu.add_records(app_token, table_id, [{cols.title: f"p{i}", cols.image: image, cols.template: "bench-gpu"}
@@ -135,6 +151,7 @@ def run(gpu_workers: int, projects: int, seconds: float, clip: Path, admin: str,
                 except queue.Empty:
                     if not all(proc.is_alive() for proc in procs):
                         raise SystemExit("a host died while starting: see its output above") from None
+            wait_listening(url, len(procs) - 1)  # every worker but the gateway
             start, machine = time.perf_counter(), machine_cpu_seconds()
             go.set()
             try:

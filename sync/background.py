@@ -21,6 +21,8 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 NICE = 10
+# Work ahead only has to be done before the last shot is: it takes what CPU nothing else wants.
+NICE_AHEAD = 19
 
 
 def in_background(work: Callable[[], T]) -> T:
@@ -43,18 +45,18 @@ def in_background(work: Callable[[], T]) -> T:
     return outcome[0]
 
 
-def _lower_this_thread() -> None:
+def _lower_this_thread(by: int = NICE) -> None:
     if sys.platform != "linux":  # elsewhere the nice value is the whole process's: leave it
         return
     tid = threading.get_native_id()
     try:
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + NICE))
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + by))
     except OSError:
         pass  # a sandbox that forbids it: the work still runs, only not behind the GPU's
 
 
 class Ahead:
-    """Work for a project started before the stage that needs it, at the lower priority, a few at
+    """Work for a project started before the stage that needs it, at the lowest priority, a few at
     once. The stage then `claim`s it: waits for it if it is running, and takes it over if it has not
     started yet (returns at once: the stage does that work itself), so a stage never waits behind
     other projects' work ahead. Failures are logged: the stage does the work again and reports them."""
@@ -76,7 +78,7 @@ class Ahead:
                         if job.taken:
                             return
                         job.running = True
-                    _lower_this_thread()
+                    _lower_this_thread(NICE_AHEAD)
                     work()
             except Exception as e:  # noqa: BLE001 - the stage that needs it redoes it and reports
                 log.warning("work ahead failed project=%s error=%s", project_id, str(e)[:300])

@@ -1,5 +1,6 @@
-"""Composing and previews yield the CPU to the work that feeds the GPU: seen as the nice value of
-every ffmpeg and ffprobe a real project starts."""
+"""Composing and previews yield the CPU to the work that feeds the GPU, and the soundtrack mixed
+ahead yields it to everything: seen as the nice value of every ffmpeg and ffprobe a real project
+starts."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import threading
 import pytest
 
 from storage.models import ProjectState
-from sync.background import NICE, in_background
+from sync.background import NICE, NICE_AHEAD, in_background
 
 from conftest import record_starts
 
@@ -30,11 +31,14 @@ def test_compose_and_pictures_run_niced_and_the_shots_frame_work_does_not(sheet,
     starts = [line.split(" ", 2) for line in log.read_text().splitlines()]
     nice_of = {(int(nice), program, args) for nice, program, args in starts}
     frames = [n for n, program, args in nice_of if "-sseof" in args]  # a shot's first and last frames
-    final = [n for n, program, args in nice_of if "/final/" in args]  # compose, loudness, cover, its check
+    # Compose, its cover and its check; a loudness measurement is the premix's or compose's own.
+    final = [n for n, program, args in nice_of if "/final/" in args and ".premix-" not in args and "loudness." not in args]
+    ahead = [n for n, program, args in nice_of if ".premix-" in args]  # writing the soundtrack mixed ahead
     previews = [n for n, program, args in nice_of if "/preview/" in args]  # the plan and shots sheets
-    assert frames and final and previews
+    assert frames and final and ahead and previews
     assert set(frames) == {base}
     assert set(final) == set(previews) == {min(19, base + NICE)}
+    assert set(ahead) == {min(19, base + NICE_AHEAD)}
 
 
 def test_background_work_returns_its_result_and_raises_its_error():
