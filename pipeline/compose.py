@@ -7,6 +7,7 @@ for, otherwise one re-encode with transitions, logo and burned subtitles; the so
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -55,7 +56,8 @@ class _Layout(BaseModel):
 def compose(spec: ComposeSpec, out: Path, workdir: Path, *, cover: Path | None = None,
             known: Mapping[Path, ffmpeg.ProbedFile | None] | None = None,
             loudness: audio_mix.LoudnessMemo | None = None, premixed: Premix | None = None) -> ComposeResult:
-    """Write the final H.264/AAC MP4 in one ffmpeg pass, then a JPEG cover (`out`.jpg by default).
+    """Write the final H.264/AAC MP4 in one ffmpeg pass, and a JPEG cover (`out`.jpg by default):
+    in the same pass when the video stream is copied, else from the written file.
 
     Copies the video stream when the segments share the format and nothing visual is asked
     for; otherwise re-encodes once. The soundtrack is always encoded, silent when there is
@@ -98,12 +100,27 @@ def compose(spec: ComposeSpec, out: Path, workdir: Path, *, cover: Path | None =
         *(_soft_subtitle_args(next_input, spec) if soft is not None else []),
         *audio_codec, "-map_metadata", "-1", "-movflags", "+faststart",
     ]
-    ffmpeg.run_to(out, lambda tmp: [ffmpeg.FFMPEG, *args, *outputs, str(tmp)], what="composing the final video")
-
     cover_path = None if spec.cover_at is None else cover or out.with_suffix(".jpg")
+    # A copied video's cover comes out of the same run, from the same packets: one ffmpeg start
+    # fewer (re-encoded, the filtergraph's one output is the video's, and make_cover reads it).
+    cover_tmp = atomic.temp_path_for(cover_path) if cover_path is not None and layout.stream_copy else None
+    cover_out = [] if cover_tmp is None else [
+        "-map", "0:v:0", "-ss", f"{cover_time(spec.cover_at, layout.duration):.3f}", "-frames:v", "1",
+        *ffmpeg.JPEG_ARGS, str(cover_tmp)]
+    try:
+        ffmpeg.run_to(out, lambda tmp: [ffmpeg.FFMPEG, *args, *outputs, str(tmp), *cover_out],
+                      what="composing the final video")
+        if cover_tmp is not None:
+            if not cover_tmp.is_file() or cover_tmp.stat().st_size == 0:
+                raise MediaError("cover image from the final video failed: ffmpeg wrote no output")
+            os.replace(cover_tmp, cover_path)
+    finally:
+        if cover_tmp is not None:
+            cover_tmp.unlink(missing_ok=True)
+
     with ThreadPoolExecutor(max_workers=1) as pool:
         probing = pool.submit(ffmpeg.probe, out)
-        if cover_path is not None and spec.cover_at is not None:
+        if cover_path is not None and cover_tmp is None:
             make_cover(out, cover_path, at=spec.cover_at, length=layout.duration)
         length = probing.result().duration
     return ComposeResult(video=out, cover=cover_path, duration=length, reencoded=not layout.stream_copy,
@@ -116,8 +133,7 @@ def make_cover(video: Path, cover: Path, at: float = 1.0, *, length: float | Non
     `length`: the video's duration when the caller has already probed it.
     """
     length = ffmpeg.probe(video).duration if length is None else length
-    # Stay a little before the end: seeking onto the very end decodes nothing.
-    when = min(max(at, 0.0), max(length - 0.1, 0.0))
+    when = cover_time(at, length)
     ffmpeg.run_to(
         cover,
         lambda tmp: [
@@ -126,6 +142,12 @@ def make_cover(video: Path, cover: Path, at: float = 1.0, *, length: float | Non
         ],
         what=f"cover image from {video.name}",
     )
+
+
+def cover_time(at: float, length: float) -> float:
+    """`at`, moved inside a video `length` seconds long: a little before the end, as seeking onto
+    the very end decodes nothing."""
+    return min(max(at, 0.0), max(length - 0.1, 0.0))
 
 
 def concat_listing(segments: list[Path]) -> str:

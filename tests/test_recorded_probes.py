@@ -10,12 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from test_actions import act
-from test_compose import RATE, H, W, ffprobe_lines, integrated_lufs, lavfi_audio, make_segment, pcm, spec
+from test_compose import RATE, H, W, ffprobe_lines, frame_at, integrated_lufs, lavfi_audio, make_segment, pcm, spec
 
 from connectors import ffmpeg
 from pipeline.audio_mix import PAD_PARTIALS, LoudnessMemo
-from pipeline.compose import compose
+from pipeline.compose import compose, make_cover
 from storage.models import ProjectState
 
 from conftest import record_starts
@@ -37,7 +38,13 @@ def test_compose_takes_recorded_probes_and_probes_a_file_changed_since(clips, tm
     out = tmp_path / "a.mp4"
     result = compose(spec(clips), out, tmp_path, known=known)
     assert not result.reencoded and starts(log, "ffprobe") == 1  # the check of the written file only
+    assert starts(log, "ffmpeg") == 1  # the video and its cover, in one run
     assert abs(ffmpeg.probe(out).duration - 3.0) < 0.1
+    # The cover is the picture at cover_at (1 s: the second clip's first frame), as a later read shows it.
+    later = tmp_path / "later.jpg"
+    make_cover(out, later, at=1.0)
+    assert np.abs(np.asarray(Image.open(result.cover), float) - np.asarray(Image.open(later), float)).mean() < 2
+    assert np.abs(np.asarray(Image.open(result.cover), float) - frame_at(clips[0], 0.0, tmp_path / "first.png")).mean() > 20
 
     # A segment replaced after it was probed, by one of another size: its old facts would have it
     # copied as it is, into a video of two sizes.
