@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -21,8 +22,6 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 NICE = 10
-# Work ahead only has to be done before the last shot is: it takes what CPU nothing else wants.
-NICE_AHEAD = 19
 
 
 def in_background(work: Callable[[], T]) -> T:
@@ -45,18 +44,18 @@ def in_background(work: Callable[[], T]) -> T:
     return outcome[0]
 
 
-def _lower_this_thread(by: int = NICE) -> None:
+def _lower_this_thread() -> None:
     if sys.platform != "linux":  # elsewhere the nice value is the whole process's: leave it
         return
     tid = threading.get_native_id()
     try:
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + by))
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + NICE))
     except OSError:
         pass  # a sandbox that forbids it: the work still runs, only not behind the GPU's
 
 
 class Ahead:
-    """Work for a project started before the stage that needs it, at the lowest priority, a few at
+    """Work for a project started before the stage that needs it, at the lower priority, a few at
     once. The stage then `claim`s it: waits for it if it is running, and takes it over if it has not
     started yet (returns at once: the stage does that work itself), so a stage never waits behind
     other projects' work ahead. Failures are logged: the stage does the work again and reports them."""
@@ -78,7 +77,9 @@ class Ahead:
                         if job.taken:
                             return
                         job.running = True
-                    _lower_this_thread(NICE_AHEAD)
+                    # The priority of the compose that may come to wait for it: never lower, or
+                    # that compose would wait for work starved by everything it outranks.
+                    _lower_this_thread()
                     work()
             except Exception as e:  # noqa: BLE001 - the stage that needs it redoes it and reports
                 log.warning("work ahead failed project=%s error=%s", project_id, str(e)[:300])
@@ -89,6 +90,17 @@ class Ahead:
                         del self._work[project_id]
 
         threading.Thread(target=body, name=f"ahead-{project_id}", daemon=True).start()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Until no work ahead is queued or running (a process about to exit keeps what it made)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                jobs = list(self._work.values())
+            if not jobs:
+                return True
+            if not jobs[0].done.wait(max(deadline - time.monotonic(), 0)):
+                return False
 
     def claim(self, project_id: str, timeout: float | None = None) -> None:
         """Wait for `project_id`'s work if it is running; drop it if it has not started."""

@@ -1,6 +1,5 @@
-"""Composing and previews yield the CPU to the work that feeds the GPU, and the soundtrack mixed
-ahead yields it to everything: seen as the nice value of every ffmpeg and ffprobe a real project
-starts."""
+"""Composing, previews and the soundtrack mixed ahead yield the CPU to the work that feeds the GPU:
+seen as the nice value of every ffmpeg and ffprobe a real project starts."""
 
 from __future__ import annotations
 
@@ -11,7 +10,7 @@ import threading
 import pytest
 
 from storage.models import ProjectState
-from sync.background import NICE, NICE_AHEAD, in_background
+from sync.background import NICE, in_background
 
 from conftest import record_starts
 
@@ -37,8 +36,7 @@ def test_compose_and_pictures_run_niced_and_the_shots_frame_work_does_not(sheet,
     previews = [n for n, program, args in nice_of if "/preview/" in args]  # the plan and shots sheets
     assert frames and final and ahead and previews
     assert set(frames) == {base}
-    assert set(final) == set(previews) == {min(19, base + NICE)}
-    assert set(ahead) == {min(19, base + NICE_AHEAD)}
+    assert set(final) == set(previews) == set(ahead) == {min(19, base + NICE)}
 
 
 def test_background_work_returns_its_result_and_raises_its_error():
