@@ -55,20 +55,21 @@ def _lower_this_thread() -> None:
 
 
 class Ahead:
-    """Work for a project started before the stage that needs it, at the lower priority, a few at
-    once. The stage then `claim`s it: waits for it if it is running, and takes it over if it has not
-    started yet (returns at once: the stage does that work itself), so a stage never waits behind
-    other projects' work ahead. Failures are logged: the stage does the work again and reports them."""
+    """Work for a project that no stage has to wait for now (its soundtrack, its previews), at the
+    lower priority, a few at once. A stage that comes to need it `claim`s it: waits for it if it is
+    running, and takes it over if it has not started yet (returns at once: the stage does that work
+    itself), so a stage never waits behind other projects' work ahead. Failures are logged; whoever
+    needs the result does the work again and reports them."""
 
     def __init__(self, at_once: int = 2):
         self._slots = threading.BoundedSemaphore(at_once)
         self._lock = threading.Lock()
-        self._work: dict[str, _Job] = {}
+        self._work: dict[tuple[str, str], _Job] = {}
 
-    def start(self, project_id: str, work: Callable[[], object]) -> None:
-        job = _Job()
+    def start(self, project_id: str, what: str, work: Callable[[], object]) -> None:
+        key, job = (project_id, what), _Job()
         with self._lock:
-            self._work[project_id] = job  # a newer start replaces an older one's claim
+            self._work[key] = job  # a newer start replaces an older one's claim
 
         def body() -> None:
             try:
@@ -82,14 +83,14 @@ class Ahead:
                     _lower_this_thread()
                     work()
             except Exception as e:  # noqa: BLE001 - the stage that needs it redoes it and reports
-                log.warning("work ahead failed project=%s error=%s", project_id, str(e)[:300])
+                log.warning("work ahead failed project=%s work=%s error=%s", project_id, what, str(e)[:300])
             finally:
                 job.done.set()
                 with self._lock:
-                    if self._work.get(project_id) is job:
-                        del self._work[project_id]
+                    if self._work.get(key) is job:
+                        del self._work[key]
 
-        threading.Thread(target=body, name=f"ahead-{project_id}", daemon=True).start()
+        threading.Thread(target=body, name=f"ahead-{what}-{project_id}", daemon=True).start()
 
     def wait_idle(self, timeout: float) -> bool:
         """Until no work ahead is queued or running (a process about to exit keeps what it made)."""
@@ -102,10 +103,10 @@ class Ahead:
             if not jobs[0].done.wait(max(deadline - time.monotonic(), 0)):
                 return False
 
-    def claim(self, project_id: str, timeout: float | None = None) -> None:
-        """Wait for `project_id`'s work if it is running; drop it if it has not started."""
+    def claim(self, project_id: str, what: str, timeout: float | None = None) -> None:
+        """Wait for this work of the project if it is running; drop it if it has not started."""
         with self._lock:
-            job = self._work.pop(project_id, None)
+            job = self._work.pop((project_id, what), None)
             if job is None:
                 return
             if not job.running:

@@ -74,6 +74,9 @@ class Event(str, enum.Enum):
     links_renewed = "links_renewed"  # signed URLs about to expire were signed anew
     cleaned_up = "cleaned_up"  # `cleanup` removed a finished project's intermediates
     reprioritised = "reprioritised"  # the row's 优先级 changed: the queue order, nothing in the row
+    # pictures drawn after their stage committed (so the next stage did not wait for them)
+    plan_drawn = "plan_drawn"  # the storyboard's contact sheet and animatic
+    shots_drawn = "shots_drawn"  # the segments' contact sheet
 
 
 USER_ACTIONS = frozenset({Event.start, Event.resume, Event.redo_storyboard, Event.redo_segment, Event.compose,
@@ -129,6 +132,8 @@ TABLE: dict[Event, dict[ProjectState, Target]] = {
     Event.links_renewed: _to(ALL, SAME),
     Event.cleaned_up: {S.completed: SAME},
     Event.reprioritised: _to(ALL, SAME),
+    Event.plan_drawn: _to(ALL, SAME),
+    Event.shots_drawn: _to(ALL, SAME),
 }
 ANNOUNCED = frozenset({Event.step_failed, Event.crash_loop, Event.inputs_invalid})
 # Events after which a pending 取消 means nothing any more: the user asked for something newer,
@@ -432,6 +437,16 @@ def columns_missing(p: Project, columns: list[str]) -> Change:
 def cleaned_up(p: Project, now: datetime) -> Change:
     p.cleaned_at = now
     return _move(p, Event.cleaned_up)
+
+
+def plan_drawn(p: Project) -> Change:
+    """The storyboard's previews are drawn: the row shows them (those still current, see the sheet side)."""
+    return _move(p, Event.plan_drawn)
+
+
+def shots_drawn(p: Project) -> Change:
+    """The segments' contact sheet is drawn."""
+    return _move(p, Event.shots_drawn)
 
 
 def reprioritised(p: Project, priority: int) -> Change:

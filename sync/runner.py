@@ -39,6 +39,8 @@ from sync.requirements import Requirement, capabilities, unmet
 from sync.staging import FetchImage, fetch_opening_image, fresh_cache
 
 log = logging.getLogger(__name__)
+# A project's work ahead: its soundtrack (compose waits for it) and the pictures of its plan and shots.
+SOUNDTRACK, PLAN_PICTURES, SHOT_PICTURES = "soundtrack", "plan pictures", "shot pictures"
 TAKE_SEED_STRIDE = 1000  # take t seeds its shots at template seed + 1000t + index: takes never share a seed
 
 
@@ -188,8 +190,6 @@ class ProjectRunner:
         board = self._storyboarder(backend).write(template, p.scene, p.shot_count or template.shot_count, paths.opening_image)
         atomic.write_text(paths.storyboard, board.model_dump_json(indent=2))
         self._share(paths.storyboard)
-        self._preview(p, lambda: preview.plan_previews(board, template, paths.opening_image, paths.plan_sheet,
-                                                       paths.animatic, paths.preview), paths.plan_sheet, paths.animatic)
         board_json = board.model_dump_json()
 
         def made(q: Project) -> lifecycle.Change:
@@ -206,7 +206,10 @@ class ProjectRunner:
             self._share(made.audio(paths.final_dir), premix.record_path(paths.final_dir, made.key))
             log.info("soundtrack premixed project=%s record=%s source=%s", project_id, record_id, made.source)
 
-        self.d.ahead.start(project_id, ahead)
+        self.d.ahead.start(project_id, SOUNDTRACK, ahead)
+        self._preview(p, PLAN_PICTURES, lifecycle.plan_drawn, lambda: preview.plan_previews(
+            board, template, paths.opening_image, paths.plan_sheet, paths.animatic, paths.preview),
+            paths.plan_sheet, paths.animatic)
         return p
 
     def _opening_image(self, p: Project) -> None:
@@ -284,10 +287,12 @@ class ProjectRunner:
         generate_segments(board, paths, template, sources, lambda k, source: by_source[source],
                           {s.index for s in finished}, on_start, on_done, seed=TAKE_SEED_STRIDE * p.takes,
                           journal_for=journal_for)
+        p = self._commit(p, lambda q: lifecycle.step_succeeded(q, 85, "视频段完成"))
         frames = [(paths.first_frame(s.index), paths.last_frame(s.index)) for s in board.shots]
-        self._preview(p, lambda: preview.shots_sheet(board, template, frames, paths.shots_sheet, paths.preview),
+        self._preview(p, SHOT_PICTURES, lifecycle.shots_drawn,
+                      lambda: preview.shots_sheet(board, template, frames, paths.shots_sheet, paths.preview),
                       paths.shots_sheet)
-        return self._commit(p, lambda q: lifecycle.step_succeeded(q, 85, "视频段完成"))
+        return p
 
     def _compose(self, p: Project) -> Project:
         board = Storyboard.model_validate_json(p.storyboard_json)
@@ -320,7 +325,7 @@ class ProjectRunner:
                           known: dict[Path, ffmpeg.ProbedFile | None]) -> compose.ComposeResult | None:
         """The video with the soundtrack mixed ahead for exactly this storyboard and template;
         None when there is none (compose then mixes it)."""
-        self.d.ahead.claim(p.id)
+        self.d.ahead.claim(p.id, SOUNDTRACK)
         paths = self.d.store.paths(p)
         key = premix.premix_key(board, template, self.d.speech, self.d.transcriber)
         if self.d.shared:
@@ -347,16 +352,24 @@ class ProjectRunner:
                             self.d.transcriber is not None)
         return unmet(template, have, self.d.storyboard_backend, self.d.segment_backend)
 
-    def _preview(self, p: Project, draw: Callable[[], None], *files: Path) -> None:
-        """A picture for the row: worth a try, never worth failing the video for."""
+    def _preview(self, p: Project, what: str, drawn: lifecycle.Transition, draw: Callable[[], None],
+                 *files: Path) -> None:
+        """A picture for the row, drawn as work ahead once its stage has committed (the next stage
+        does not wait for it): worth a try, never worth failing the video for."""
         if self.d.shows_previews is not None and not self.d.shows_previews(p):
             return
-        try:
-            in_background(draw)
-        except (SheetReelError, OSError) as e:
-            log.warning("preview skipped project=%s record=%s error=%s", p.id, p.record_id, e)
-            return
-        self._share(*files)
+        project_id, record_id = p.id, p.record_id
+
+        def ahead() -> None:
+            try:
+                draw()
+            except (SheetReelError, OSError) as e:
+                log.warning("preview skipped project=%s record=%s error=%s", project_id, record_id, e)
+                return
+            self._share(*files)
+            self.d.life.commit(project_id, drawn)
+
+        self.d.ahead.start(project_id, what, ahead)
 
     def _timed(self, p: Project, step: str, seconds: float) -> None:
         """A finished storyboard or compose, per second of the video it planned or made."""

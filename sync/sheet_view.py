@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 ESTIMATE_MARK = " · 约"
 SOURCE_LABELS = {SegmentSource.ai: "AI", SegmentSource.stock: "实拍素材"}
 # Outcomes that change nothing the row shows.
+SHOTS_MADE = frozenset({ProjectState.segments_ready, ProjectState.composing, ProjectState.completed})
 QUIET = frozenset({Event.sheet_refused, Event.row_deleted, Event.cleaned_up, Event.task_saved, Event.reprioritised})
 
 
@@ -100,9 +101,12 @@ class SheetSide:
         if p.state == ProjectState.completed and events & {Event.step_succeeded, Event.resync}:
             attachments = {self.cols.final_video: [str(paths.final_video)], self.cols.cover: [str(paths.cover)]}
         made = {c.after for c in changes if c.event == Event.step_succeeded}
-        if ProjectState.storyboard_ready in made:
-            attachments |= _present({self.cols.preview: paths.plan_sheet, self.cols.animatic: paths.animatic})
-        if ProjectState.segments_ready in made:
+        # Previews are drawn after their stage commits; one drawn late for a project that has moved
+        # on keeps out of the way: the plan's sheet never covers the shots' in 预览.
+        if Event.plan_drawn in events:
+            attachments |= _present({self.cols.animatic: paths.animatic}
+                                    | ({} if _shots_made(p) else {self.cols.preview: paths.plan_sheet}))
+        if Event.shots_drawn in events and _shots_made(p):
             attachments |= _present({self.cols.preview: paths.shots_sheet})
         sheet = render(p, segments, self.cols, self.clock(), attachments, self._left(p, segments))
         if p.storyboard_json and ProjectState.storyboard_ready in made:
@@ -119,6 +123,12 @@ class SheetSide:
         except Exception as e:  # noqa: BLE001 - an estimate is a nicety; the row's write is not
             log.warning("estimate failed project=%s error=%s", p.id, e)
             return None
+
+
+def _shots_made(p: Project) -> bool:
+    """Whether the project's current take has all its shots (where a failed or cancelled one got to)."""
+    reached = p.last_good if p.state in (ProjectState.failed, ProjectState.cancelled) else p.state
+    return reached in SHOTS_MADE
 
 
 def _present(files: dict[str, Path]) -> dict[str, list[str]]:

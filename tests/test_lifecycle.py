@@ -62,6 +62,8 @@ EXPECTED = {
     Event.links_renewed: everywhere("same"),
     Event.cleaned_up: row(completed=D),
     Event.reprioritised: everywhere("same"),
+    Event.plan_drawn: everywhere("same"),
+    Event.shots_drawn: everywhere("same"),
 }
 PAIRS = [(event, state) for event in Event for state in EVERY]
 

@@ -196,12 +196,12 @@ def test_work_ahead_is_waited_for_while_it_runs_and_taken_over_before_it_starts(
         release.wait(60)
         ran.append("first")
 
-    ahead.start("p1", first)
+    ahead.start("p1", "soundtrack", first)
     assert running.wait(60)
-    ahead.start("p2", lambda: ran.append("second"))  # waits for the one slot
-    ahead.claim("p2")  # not started: the stage does it itself, and it never runs
+    ahead.start("p2", "soundtrack", lambda: ran.append("second"))  # waits for the one slot
+    ahead.claim("p2", "soundtrack")  # not started: the stage does it itself, and it never runs
     threading.Timer(0.2, release.set).start()
-    ahead.claim("p1")  # running: the stage waits for it
+    ahead.claim("p1", "soundtrack")  # running: the stage waits for it
     assert ran == ["first"]
     failing = threading.Event()
 
@@ -209,8 +209,9 @@ def test_work_ahead_is_waited_for_while_it_runs_and_taken_over_before_it_starts(
         failing.set()
         raise RuntimeError("TTS down")
 
-    ahead.start("p3", fails)
+    ahead.start("p3", "soundtrack", fails)
     assert failing.wait(60)
-    ahead.claim("p3")  # a failure is the stage's to meet (it does the work again), never raised here
-    assert "work ahead failed project=p3 error=TTS down" in caplog.text
-    ahead.claim("unknown")
+    ahead.claim("p3", "soundtrack")  # a failure is the stage's to meet (it does the work again), never raised here
+    assert "work ahead failed project=p3 work=soundtrack error=TTS down" in caplog.text
+    ahead.claim("unknown", "soundtrack")
+    assert ahead.wait_idle(60)

@@ -11,7 +11,7 @@ from connectors import ffmpeg
 from pipeline.preview import BACKGROUND
 from storage.models import ProjectState
 
-from conftest import Sheet, table_schema
+from conftest import Sheet, table_schema, wait_for
 
 BACKGROUND_RGB = np.array([int(BACKGROUND[2 + 2 * i: 4 + 2 * i], 16) for i in range(3)])
 
@@ -110,3 +110,38 @@ def tiles_of_row(sheet: Sheet, cell: list[dict]) -> list[tuple[int, int]]:
 
     with tempfile.TemporaryDirectory() as d:
         return tiles(download(sheet, cell, Path(d) / "p.jpg"))
+
+
+def test_the_shots_do_not_wait_for_the_plans_pictures_and_a_late_plan_keeps_out_of_the_shots_way(
+        sheet: Sheet, monkeypatch, tmp_path):
+    """Pictures are drawn after their stage commits: the GPU's work never waits for an animatic."""
+    import threading
+
+    from pipeline import preview
+
+    release, real = threading.Event(), preview.plan_previews
+
+    def slow_plan(*args, **kwargs) -> None:
+        assert release.wait(120), "the test never let the plan's pictures be drawn"
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(preview, "plan_previews", slow_plan)
+    cols = sheet.cols
+    (rid,) = sheet.add_rows([{cols.title: "不等预览", cols.image: sheet.image_cell(), cols.scene: "小狗", cols.template: "tiny",
+                              cols.shot_count: 2}])
+    app = sheet.app()
+    once = threading.Thread(target=app.once)
+    once.start()
+    try:
+        # The whole video is made while the plan's pictures are still being drawn.
+        wait_for(lambda: app.store.by_record(sheet.table_id, rid) is not None
+                 and app.store.by_record(sheet.table_id, rid).state == ProjectState.completed, timeout=120)
+    finally:
+        release.set()
+        once.join(120)
+    row = sheet.row(rid)["fields"]
+    assert row[cols.status] == "已完成"
+    # The plan's animatic came in late, and its contact sheet did not replace the shots' in 预览.
+    animatic = ffmpeg.probe(download(sheet, row[cols.animatic], tmp_path / "animatic.mp4"))
+    assert abs(animatic.duration - 2.0) < 0.3
+    assert len(tiles(download(sheet, row[cols.preview], tmp_path / "preview.jpg"))) == 4  # 2 shots x first, last
