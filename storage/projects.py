@@ -143,8 +143,10 @@ class ProjectStore(Repo):
                 current = list(s.exec(select(Segment).where(Segment.project_id == project_id).order_by(Segment.index)))
                 effects = change(project, current)
                 project.updated_at = now
-                self._add_effects(s, project, effects)
                 try:
+                    # Adding the effects can flush (a query autoflushes): the versioned UPDATE may
+                    # find a newer copy there already.
+                    self._add_effects(s, project, effects)
                     if self.dispatch is not None:
                         s.flush()  # the versioned UPDATE first: a stale copy defers nothing
                         self.dispatch(s, project)

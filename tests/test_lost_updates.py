@@ -240,3 +240,27 @@ def test_transient_errors_never_fail_the_project_while_attempts_are_left(sheet, 
     outcomes = [r.outcome for r in app.store.steps(project.id) if r.step == "compose"]
     assert outcomes == [StepOutcome.failed, StepOutcome.succeeded]
     assert make_locks(sheet.settings).is_free(project.id)
+
+
+def test_a_save_that_lands_while_a_step_commits_its_success_makes_it_apply_again(sheet, step_row, monkeypatch):
+    """A preview drawn, or the gateway taking an edit, commits while a step commits its success
+    (this one settles 取消 too, whose query flushes early): the step's commit is applied again to
+    the newer copy, never lost in a crash of the step."""
+    app, project = to_segments_ready(sheet, step_row)
+    real, raced = lifecycle.step_succeeded, []
+
+    def overtaken(q, *args, **kwargs):
+        if not raced:
+            raced.append(True)
+            other = threading.Thread(target=lambda: app.life.commit(project.id, lifecycle.shots_drawn))
+            other.start()
+            other.join(WAIT)
+            assert not other.is_alive()
+        return real(q, *args, **kwargs)
+
+    monkeypatch.setattr(lifecycle, "step_succeeded", overtaken)
+    act(sheet, app, step_row, "继续")
+    assert raced and app.store.get(project.id).state == ProjectState.completed
+    row = sheet.row(step_row)["fields"]
+    assert text_of(row[sheet.cols.status]) == "已完成" and sheet.cols.error not in row
+    assert compose_runs(app, project.id) == 1

@@ -222,8 +222,8 @@ def test_several_tables_in_scale_out_mode_each_row_written_in_its_tables_names(f
     for r in theirs:
         fields = emu.get_record(other_app, other, r)["fields"]
         assert "状态" not in fields and fields.get("成片") and text_of(fields["视频链接"])
-    for r in mine:
-        assert sheet.row(r)["fields"].get(sheet.cols.preview)
+    # The pictures are drawn after their stage, and reach the row a moment after its status.
+    wait_for(lambda: all(sheet.row(r)["fields"].get(sheet.cols.preview) for r in mine), WAIT)
     for p in open_stores(fleet).projects.projects():
         drawn = [f.name for f in fleet.root.rglob(f"{p.id}/preview/*")]
         assert bool(drawn) == (p.table_id == sheet.table_id), (p.table_id, drawn)
