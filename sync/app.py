@@ -342,7 +342,7 @@ class App:
             if time.monotonic() > deadline:
                 break
             flush()
-        # Soundtracks mixed ahead for rows resting in step mode: kept, not lost with this process.
+        # Work ahead (soundtracks, previews) ends before this process may: kept, and in the row.
         self.runner.d.ahead.wait_idle(max(deadline - time.monotonic(), 0))
         drained = self.drain_outbox(timeout=write_timeout)
         if failed is not None:

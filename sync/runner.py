@@ -80,7 +80,8 @@ class RunnerDeps:
     shows_previews: Callable[[Project], bool] | None = None
     # Music beds measured for earlier videos: one template's music is measured once per process.
     loudness: audio_mix.LoudnessMemo = field(default_factory=audio_mix.LoudnessMemo)
-    # Soundtracks mixed while the shots are made, so that compose only copies them in.
+    # Work no stage waits for now: soundtracks mixed while the shots are made (compose then only
+    # copies them in), and the previews.
     ahead: Ahead = field(default_factory=Ahead)
 
 
@@ -201,10 +202,10 @@ class ProjectRunner:
 
         def ahead() -> None:
             # No lock is held: all it writes is named by what it was made from.
-            made = premix.make(board, template, self.d.speech, self.d.transcriber,
-                               [paths.segment(s.index) for s in board.shots], paths.final_dir, self.d.loudness)
-            self._share(made.audio(paths.final_dir), premix.record_path(paths.final_dir, made.key))
-            log.info("soundtrack premixed project=%s record=%s source=%s", project_id, record_id, made.source)
+            mixed = premix.make(board, template, self.d.speech, self.d.transcriber,
+                                [paths.segment(s.index) for s in board.shots], paths.final_dir, self.d.loudness)
+            self._share(mixed.audio(paths.final_dir), premix.record_path(paths.final_dir, mixed.key))
+            log.info("soundtrack premixed project=%s record=%s source=%s", project_id, record_id, mixed.source)
 
         self.d.ahead.start(project_id, SOUNDTRACK, ahead)
         self._preview(p, PLAN_PICTURES, lifecycle.plan_drawn, lambda: preview.plan_previews(

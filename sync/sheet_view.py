@@ -20,8 +20,9 @@ from sync.messages import announcement
 log = logging.getLogger(__name__)
 ESTIMATE_MARK = " · 约"
 SOURCE_LABELS = {SegmentSource.ai: "AI", SegmentSource.stock: "实拍素材"}
-# Outcomes that change nothing the row shows.
+# Where the 预览 cell shows the shots' contact sheet, not the plan's.
 SHOTS_MADE = frozenset({ProjectState.segments_ready, ProjectState.composing, ProjectState.completed})
+# Outcomes that change nothing the row shows.
 QUIET = frozenset({Event.sheet_refused, Event.row_deleted, Event.cleaned_up, Event.task_saved, Event.reprioritised})
 
 
