@@ -103,7 +103,7 @@ class Ahead:
             if not jobs[0].done.wait(max(deadline - time.monotonic(), 0)):
                 return False
 
-    def claim(self, project_id: str, what: str, timeout: float | None = None) -> None:
+    def claim(self, project_id: str, what: str) -> None:
         """Wait for this work of the project if it is running; drop it if it has not started."""
         with self._lock:
             job = self._work.pop((project_id, what), None)
@@ -112,7 +112,7 @@ class Ahead:
             if not job.running:
                 job.taken = True
                 return
-        job.done.wait(timeout)
+        job.done.wait()
 
 
 class _Job:

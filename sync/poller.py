@@ -38,6 +38,7 @@ def queue_rank(p: Project) -> tuple:
 class _Staging:
     """A new row's project, made before its turn so that its image is fetched meanwhile."""
 
+    row: RowInput
     project: Project
     today: date
     problems: Future[list[str]]
@@ -99,7 +100,8 @@ class Poller:
     def _take_in(self, record: Record, staging: _Staging | None) -> bool:
         """One changed row into its project; False when it must be read again next poll."""
         try:
-            done = self._intake(parse_row(record, self.cols, self.default_template, self.tz), staging)
+            row = staging.row if staging else parse_row(record, self.cols, self.default_template, self.tz)
+            done = self._intake(row, staging)
         except SheetReelError as e:
             # The database was busy, or the project moved on between reading and committing
             # (another host): read the row again next poll.
@@ -131,7 +133,7 @@ class Poller:
             except Exception:  # noqa: BLE001 - the row's own turn reports it
                 continue
             project = new_project(row, self.table.table_id)
-            staging[record.record_id] = _Staging(project, today, pool.submit(self._staged, project, row, today))
+            staging[record.record_id] = _Staging(row, project, today, pool.submit(self._staged, project, row, today))
         return staging
 
     def runnable(self) -> list[Project]:
