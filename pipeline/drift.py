@@ -13,14 +13,13 @@ difference; a cast is plainly visible by ~6.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from storage import atomic
+from pipeline import frames
 from storage.errors import MediaError
 
 REFERENCE_WIDTH = 96  # registration resolution: coarse is enough to place a frame, and fast
@@ -198,7 +197,7 @@ def _write_corrected(picture: Image.Image, m: Match, out: Path, strength: float)
     if m.reference is not None:
         gains, offsets = _fit(m.frame, m.reference)
         lab = lab + strength * ((lab * gains + offsets) - lab)
-    _write_jpeg(lab_to_rgb(lab), out)
+    frames.write_jpeg(lab_to_rgb(lab), out)
 
 
 def _fit(frame: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -245,10 +244,3 @@ def _f(t: np.ndarray) -> np.ndarray:
 
 def _f_inv(t: np.ndarray) -> np.ndarray:
     return np.where(t > _DELTA, t**3, 3 * _DELTA**2 * (t - 4 / 29))
-
-
-def _write_jpeg(rgb: np.ndarray, out: Path) -> None:
-    """As pipeline/frames.py writes frames (full-range 4:4:4, about ffmpeg's -q:v 2), atomically."""
-    jpeg = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb)).save(jpeg, format="JPEG", quality=95, subsampling=0)
-    atomic.write_bytes(out, jpeg.getvalue())

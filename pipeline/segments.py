@@ -67,10 +67,10 @@ def generate_segments(
                                journal=journal_for(k) if journal_for else None)
             )
             own_last = paths.last_frame(k).is_file()
-            frames.extract_first_last(paths.segment(k), paths.first_frame(k), None if own_last else paths.last_frame(k))
+            info = frames.extract_first_last(paths.segment(k), paths.first_frame(k), None if own_last else paths.last_frame(k))
             distance = _guard_drift(paths, k, template.drift_threshold) if source == SegmentSource.ai else None
-            probed = ffmpeg.probe_file(paths.segment(k))
-            on_done(SegmentResult(k, probed.info.duration, generator.name, source, distance, clip, probed))
+            probed = ffmpeg.ProbedFile(sha256=ffmpeg.file_sha256(paths.segment(k)), info=info)
+            on_done(SegmentResult(k, info.duration, generator.name, source, distance, clip, probed))
         if source == SegmentSource.ai:
             seed_frame = paths.seed_frame(k) if paths.seed_frame(k).is_file() else paths.last_frame(k)
             view = next_view(view, shot.camera) if over_origin else None
