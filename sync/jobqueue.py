@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
@@ -30,6 +31,17 @@ log = logging.getLogger(__name__)
 TASK = "sheetreel.run_stage"
 CPU = "cpu"
 OFFLINE_BACKENDS = frozenset({"kenburns", "stock"})
+GPU_QUEUES = "gpu:"  # the queues of stages that run on this host's own GPU
+# A job that has waited less than this is left to idle GPU hosts by a host whose GPU slots all
+# have a job: far longer than a new job's notification takes to reach an idle host and its fetch
+# to run, short against a shot.
+YIELD_SECONDS = 0.5
+# This worker's running jobs, and how long the longest-waiting job it could take has been due.
+_BUSY = """
+SELECT (SELECT count(*) FROM procrastinate_jobs WHERE worker_id = %(worker_id)s AND status = 'doing') AS running,
+       (SELECT EXTRACT(EPOCH FROM now() - min((args->>'due')::timestamptz)) FROM procrastinate_jobs
+         WHERE status = 'todo' AND queue_name = ANY(%(queues)s) AND (scheduled_at IS NULL OR scheduled_at <= now())) AS waited
+"""
 
 
 def default_queue(backend: str) -> str:
@@ -59,6 +71,26 @@ def libpq_url(url: str) -> str:
     """psycopg's own form of a SQLAlchemy URL (without the +driver)."""
     scheme, rest = url.split("://", 1)
     return "postgresql://" + rest if scheme.startswith("postgres") else url
+
+
+def yielding_manager(connector, gpu_slots: int, stopping: threading.Event, wait: float = YIELD_SECONDS):
+    """A GPU host's procrastinate job manager. A host runs more jobs than it has GPUs so that one
+    job's frame work overlaps another's inference; but a host that took two of a burst of new
+    projects while another host's GPU idled would run both at half speed. So while its GPU slots
+    all have a job, it leaves a job that has just come in to the idle hosts for a moment. Jobs
+    that have waited longer (every host busy) it takes at once."""
+    from procrastinate.manager import JobManager
+
+    class YieldingJobManager(JobManager):
+        async def fetch_job(self, queues, worker_id):
+            row = await self.connector.execute_query_one_async(query=_BUSY, worker_id=worker_id, queues=list(queues or []))
+            if row["running"] >= gpu_slots and row["waited"] is not None and float(row["waited"]) < wait:
+                await asyncio.sleep(wait - max(0.0, float(row["waited"])))
+                if stopping.is_set():
+                    return None
+            return await super().fetch_job(queues, worker_id)
+
+    return YieldingJobManager(connector)
 
 
 class JobQueue:

@@ -39,7 +39,7 @@ from sync.app import (
     watched,
 )
 from sync.cli_support import CliError
-from sync.jobqueue import TASK, JobQueue, Router
+from sync.jobqueue import GPU_QUEUES, TASK, JobQueue, Router, yielding_manager
 from sync.metrics import Metrics
 from sync.settings import Settings
 from sync.staging import fetch_opening_image, fresh_cache
@@ -127,6 +127,8 @@ class Worker:
         self.queue = make_queue(settings, clock)
         self.stores = make_stores(settings, self.queue.dispatch)
         self.stopping = threading.Event()
+        if any(q.startswith(GPU_QUEUES) for q in queues):
+            self.queue.app.job_manager = yielding_manager(self.queue.app.connector, settings.gpu_slots, self.stopping)
         self.metrics = Metrics()  # steps, shots, GPU time; the gateway's report the projects and outbox
         self.runner = make_runner(settings, self.stores, make_lifecycle(settings, self.stores, clock), make_locks(settings),
                                   template_library(settings), make_publisher(settings),

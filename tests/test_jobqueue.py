@@ -122,3 +122,60 @@ def test_the_next_stage_is_woken_when_the_running_one_ends_not_at_the_next_poll(
                        (running, "succeeded" if ends.startswith("deleted") else "failed", ends.startswith("deleted")))
             woken = [json.loads(n.payload) for n in listener.notifies(timeout=30, stop_after=1)]
     assert woken == [{"type": "job_inserted", "job_id": waiting}]
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_gpu_host_whose_slot_has_a_job_leaves_a_new_one_to_an_idle_host(database_url, tmp_path):
+    """Two GPU hosts, each allowed two jobs on its one GPU: A already runs one. A project that has
+    just become due goes to B, which would otherwise idle while A ran both at half speed; a job
+    that has waited (every host busy) A takes at once."""
+    import asyncio
+    import threading
+    import time
+
+    from sync.jobqueue import libpq_url, yielding_manager
+
+    router = Router(templates(tmp_path), "kenburns")
+    stores = Stores.open(make_engine(database_url), tmp_path, JobQueue(database_url, router, clock=lambda: NOW).dispatch)
+    a, b = (JobQueue(database_url, router, clock=lambda: NOW).app for _ in range(2))
+    for app in (a, b):
+        app.job_manager = yielding_manager(app.connector, gpu_slots=1, stopping=threading.Event(), wait=4.0)
+
+    def due(project_id: str, ago: float) -> None:
+        # The storyboard is done: the shots' job is due on the GPU queue from `ago` seconds back.
+        assert stores.projects.create(Project(id=project_id, table_id="t", record_id=project_id, template="routed",
+                                              state=ProjectState.storyboard_ready))
+        with stores.projects.session() as s:
+            s.execute(text("UPDATE procrastinate_jobs SET args = jsonb_set(args, '{due}', to_jsonb("
+                           "CAST(now() - make_interval(secs => :ago) AS text))) WHERE lock = :pid"),
+                      {"ago": ago, "pid": project_id})
+            s.commit()
+
+    def taken(job) -> str | None:
+        return job.task_kwargs["project_id"] if job else None
+
+    async def scenario() -> None:
+        async with a.open_async(), b.open_async():
+            host_a, host_b = await a.job_manager.register_worker(), await b.job_manager.register_worker()
+            import psycopg
+            with psycopg.connect(libpq_url(database_url), autocommit=True) as db:
+                db.execute("INSERT INTO procrastinate_jobs (queue_name, task_name, lock, args, status, worker_id) "
+                           "VALUES ('gpu:ltx', 'sheetreel.run_stage', 'running', '{}', 'doing', %s)", (host_a,))
+            due("fresh", ago=0)
+            from_a = asyncio.create_task(a.job_manager.fetch_job(["gpu:ltx"], host_a))
+            done, _ = await asyncio.wait({from_a}, timeout=1.0)
+            assert not done  # A holds back: a fetch alone takes milliseconds
+            assert taken(await b.job_manager.fetch_job(["gpu:ltx"], host_b)) == "fresh"
+            assert taken(await from_a) is None
+
+            due("waited", ago=60)
+            started = time.monotonic()
+            assert taken(await a.job_manager.fetch_job(["gpu:ltx"], host_a)) == "waited"
+            assert time.monotonic() - started < 4.0  # taken at once, not after the courtesy
+
+            # B has a free slot no longer either, but A's slot is what matters for A: a fresh job
+            # that no idle host took is A's after the moment.
+            due("late", ago=0)
+            assert taken(await a.job_manager.fetch_job(["gpu:ltx"], host_a)) == "late"
+
+    asyncio.run(scenario())
