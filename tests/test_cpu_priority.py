@@ -17,7 +17,7 @@ from conftest import record_starts
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the nice value is per thread on Linux only")
 
 
-def test_compose_and_pictures_run_niced_and_the_shots_frame_work_does_not(sheet, tmp_path, monkeypatch):
+def test_compose_and_pictures_run_niced_and_the_shots_do_not(sheet, tmp_path, monkeypatch):
     base = os.getpriority(os.PRIO_PROCESS, 0)
     log = record_starts(tmp_path / "bin", monkeypatch)
     cols = sheet.cols
@@ -29,13 +29,14 @@ def test_compose_and_pictures_run_niced_and_the_shots_frame_work_does_not(sheet,
 
     starts = [line.split(" ", 2) for line in log.read_text().splitlines()]
     nice_of = {(int(nice), program, args) for nice, program, args in starts}
-    frames = [n for n, program, args in nice_of if "-sseof" in args]  # a shot's first and last frames
+    # A shot being made (Ken Burns here; its first and last frames are read in this process).
+    shots = [n for n, program, args in nice_of if "/segments/" in args]
     # Compose, its cover and its check; a loudness measurement is the premix's or compose's own.
     final = [n for n, program, args in nice_of if "/final/" in args and ".premix-" not in args and "loudness." not in args]
     ahead = [n for n, program, args in nice_of if ".premix-" in args]  # writing the soundtrack mixed ahead
     previews = [n for n, program, args in nice_of if "/preview/" in args]  # the plan and shots sheets
-    assert frames and final and ahead and previews
-    assert set(frames) == {base}
+    assert shots and final and ahead and previews
+    assert set(shots) == {base}
     assert set(final) == set(previews) == set(ahead) == {min(19, base + NICE)}
 
 
