@@ -83,8 +83,14 @@ def yielding_manager(connector, gpu_slots: int, stopping: threading.Event, wait:
 
     class YieldingJobManager(JobManager):
         async def fetch_job(self, queues, worker_id):
-            row = await self.connector.execute_query_one_async(query=_BUSY, worker_id=worker_id, queues=list(queues or []))
-            if row["running"] >= gpu_slots and row["waited"] is not None and float(row["waited"]) < wait:
+            try:
+                row = await self.connector.execute_query_one_async(query=_BUSY, worker_id=worker_id,
+                                                                   queues=list(queues or []))
+                early = row["running"] >= gpu_slots and row["waited"] is not None and float(row["waited"]) < wait
+            except Exception:  # noqa: BLE001 - only a courtesy: the fetch itself says what is wrong
+                log.warning("job fetch courtesy skipped queues=%s", ",".join(queues or []), exc_info=True)
+                early = False
+            if early:
                 await asyncio.sleep(wait - max(0.0, float(row["waited"])))
                 if stopping.is_set():
                     return None
