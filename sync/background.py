@@ -22,6 +22,9 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 NICE = 10
+# Pictures for the row nobody waits for (previews): the least of everything, so a compose, a
+# soundtrack or a shot's frame work never shares a core with them.
+PICTURES_NICE = 19
 
 
 def in_background(work: Callable[[], T]) -> T:
@@ -44,43 +47,46 @@ def in_background(work: Callable[[], T]) -> T:
     return outcome[0]
 
 
-def _lower_this_thread() -> None:
+def _lower_this_thread(by: int = NICE) -> None:
     if sys.platform != "linux":  # elsewhere the nice value is the whole process's: leave it
         return
     tid = threading.get_native_id()
     try:
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + NICE))
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + by))
     except OSError:
         pass  # a sandbox that forbids it: the work still runs, only not behind the GPU's
 
 
 class Ahead:
-    """Work for a project that no stage has to wait for now (its soundtrack, its previews), at the
-    lower priority, a few at once. A stage that comes to need it `claim`s it: waits for it if it is
-    running, and takes it over if it has not started yet (returns at once: the stage does that work
-    itself), so a stage never waits behind other projects' work ahead. Failures are logged; whoever
-    needs the result does the work again and reports them."""
+    """Work for a project that no stage has to wait for now (its soundtrack, its previews), at a
+    lower priority, a few at once of each priority. A stage that comes to need it `claim`s it:
+    waits for it if it is running, and takes it over if it has not started yet (returns at once:
+    the stage does that work itself), so a stage never waits behind other projects' work ahead.
+    Failures are logged; whoever needs the result does the work again and reports them."""
 
     def __init__(self, at_once: int = 2):
-        self._slots = threading.BoundedSemaphore(at_once)
+        self._at_once = at_once
         self._lock = threading.Lock()
         self._work: dict[tuple[str, str], _Job] = {}
+        # Slots per priority: starved pictures never hold up a soundtrack a compose may wait for.
+        self._slots: dict[int, threading.BoundedSemaphore] = {}
 
-    def start(self, project_id: str, what: str, work: Callable[[], object]) -> None:
+    def start(self, project_id: str, what: str, work: Callable[[], object], nice: int = NICE) -> None:
+        """Run `work` at `nice` more than now. NICE (compose's) for work a stage may come to wait
+        for: never lower, or that stage would wait for work starved by everything it outranks."""
         key, job = (project_id, what), _Job()
         with self._lock:
             self._work[key] = job  # a newer start replaces an older one's claim
+            slots = self._slots.setdefault(nice, threading.BoundedSemaphore(self._at_once))
 
         def body() -> None:
             try:
-                with self._slots:
+                with slots:
                     with self._lock:
                         if job.taken:
                             return
                         job.running = True
-                    # The priority of the compose that may come to wait for it: never lower, or
-                    # that compose would wait for work starved by everything it outranks.
-                    _lower_this_thread()
+                    _lower_this_thread(nice)
                     work()
             except Exception as e:  # noqa: BLE001 - the stage that needs it redoes it and reports
                 log.warning("work ahead failed project=%s work=%s error=%s", project_id, what, str(e)[:300])

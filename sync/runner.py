@@ -31,7 +31,7 @@ from storage.retry import RetryPolicy
 from storage.storyboard import Storyboard
 from storage.timings import TimingStore
 from sync import lifecycle
-from sync.background import Ahead, in_background
+from sync.background import PICTURES_NICE, Ahead, in_background
 from sync.eta import COMPOSER
 from sync.lifecycle import Lifecycle
 from sync.metrics import Metrics
@@ -370,7 +370,7 @@ class ProjectRunner:
             self._share(*files)
             self.d.life.commit(project_id, drawn)
 
-        self.d.ahead.start(project_id, what, ahead)
+        self.d.ahead.start(project_id, what, ahead, nice=PICTURES_NICE)
 
     def _timed(self, p: Project, step: str, seconds: float) -> None:
         """A finished storyboard or compose, per second of the video it planned or made."""

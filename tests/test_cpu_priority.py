@@ -1,5 +1,6 @@
-"""Composing, previews and the soundtrack mixed ahead yield the CPU to the work that feeds the GPU:
-seen as the nice value of every ffmpeg and ffprobe a real project starts."""
+"""Composing and the soundtrack mixed ahead yield the CPU to the work that feeds the GPU, and
+previews yield it to everything: seen as the nice value of every ffmpeg and ffprobe a real project
+starts."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import threading
 import pytest
 
 from storage.models import ProjectState
-from sync.background import NICE, in_background
+from sync.background import NICE, PICTURES_NICE, in_background
 
 from conftest import record_starts
 
@@ -37,7 +38,8 @@ def test_compose_and_pictures_run_niced_and_the_shots_do_not(sheet, tmp_path, mo
     previews = [n for n, program, args in nice_of if "/preview/" in args]  # the plan and shots sheets
     assert shots and final and ahead and previews
     assert set(shots) == {base}
-    assert set(final) == set(previews) == set(ahead) == {min(19, base + NICE)}
+    assert set(final) == set(ahead) == {min(19, base + NICE)}
+    assert set(previews) == {min(19, base + PICTURES_NICE)}  # below everything: nobody waits for them
 
 
 def test_background_work_returns_its_result_and_raises_its_error():

@@ -23,7 +23,7 @@ from pipeline.templates import TemplateLibrary
 from storage.models import ProjectState
 from storage.storyboard import Shot, Storyboard
 from sync.app import App, make_table
-from sync.background import Ahead
+from sync.background import PICTURES_NICE, Ahead
 from sync.rows import text_of
 
 from conftest import TEST_TEMPLATES, Sheet, record_starts
@@ -215,3 +215,25 @@ def test_work_ahead_is_waited_for_while_it_runs_and_taken_over_before_it_starts(
     assert "work ahead failed project=p3 work=soundtrack error=TTS down" in caplog.text
     ahead.claim("unknown", "soundtrack")
     assert ahead.wait_idle(60)
+
+
+def test_pictures_drawn_ahead_never_hold_up_a_soundtrack():
+    """Pictures run below everything and may be starved for a while: the soundtrack a compose may
+    wait for has slots of its own."""
+    ahead = Ahead(at_once=1)
+    drawing, release, drawn = threading.Event(), threading.Event(), []
+
+    def picture() -> None:
+        drawing.set()
+        release.wait(60)
+        drawn.append("plan")
+
+    ahead.start("p1", "plan pictures", picture, nice=PICTURES_NICE)
+    ahead.start("p2", "plan pictures", lambda: drawn.append("plan 2"), nice=PICTURES_NICE)  # behind the first
+    assert drawing.wait(60)
+    mixed = threading.Event()
+    ahead.start("p1", "soundtrack", mixed.set)
+    assert mixed.wait(60)  # while the picture still holds the one slot of its priority
+    assert drawn == []
+    release.set()
+    assert ahead.wait_idle(60) and sorted(drawn) == ["plan", "plan 2"]
