@@ -87,7 +87,7 @@ def _match(picture: Image.Image, reference: Path) -> Match:
 
 def _load(image: Path) -> Image.Image:
     """The picture as RGB, decoded in this process. Every picture the guard sees was written by
-    SheetReel itself (frames by ffmpeg, opening images re-encoded by pipeline/inputs.py), so only
+    SheetReel itself (frames by pipeline/frames.py, opening images re-encoded by pipeline/inputs.py), so only
     JPEG and PNG are read: an ffprobe and an ffmpeg per picture were most of a GPU host's CPU
     time between one shot and the next."""
     try:

@@ -3,7 +3,7 @@ what the segment is, from one read in this process.
 
 A GPU host does this after every shot. It used to start an ffmpeg for the frames and an ffprobe
 for the facts: with the ~200 libraries Debian's ffmpeg links, the two starts alone cost about
-0.15 CPU s a shot, most of a host's work between one shot and the next. Decoding in this process
+0.2 CPU s a shot, most of a host's work between one shot and the next. Decoding in this process
 (PyAV) carries none of the risk of hostile input: every segment was written by SheetReel's own
 encoder (`ffmpeg.encode_args`; a provider's download is conformed by ffmpeg before it is one)."""
 
