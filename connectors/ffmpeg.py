@@ -140,19 +140,26 @@ def run(command: Command, *, what: str, timeout: float | None = None) -> None:
 
 
 def run_to(out: Path, build: Callable[[Path], Command], *, what: str) -> None:
-    """Run the command `build(tmp)` writing to a temp sibling of `out`, then rename it into place.
+    """Run the command `build(tmp)` writing to a temp sibling of `out`, then rename it into place."""
+    run_to_all([out], lambda tmps: build(tmps[0]), what=what)
+
+
+def run_to_all(outs: Sequence[Path], build: Callable[[list[Path]], Command], *, what: str) -> None:
+    """Run `build(tmps)`, one temp sibling per output; rename them into place once all are written.
 
     ffmpeg can exit 0 without writing anything (e.g. a seek past the end), so an empty result
     is an error too.
     """
-    tmp = temp_path_for(out)
+    tmps = [temp_path_for(out) for out in outs]
     try:
-        run(build(tmp), what=what)
-        if not tmp.is_file() or tmp.stat().st_size == 0:
+        run(build(tmps), what=what)
+        if any(not tmp.is_file() or tmp.stat().st_size == 0 for tmp in tmps):
             raise MediaError(f"{what} failed: ffmpeg wrote no output")
-        os.replace(tmp, out)
+        for tmp, out in zip(tmps, outs):
+            os.replace(tmp, out)
     finally:
-        tmp.unlink(missing_ok=True)
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
 
 
 def probe(path: Path, formats: str | None = None) -> MediaInfo:

@@ -7,7 +7,6 @@ for, otherwise one re-encode with transitions, logo and burned subtitles; the so
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -103,24 +102,18 @@ def compose(spec: ComposeSpec, out: Path, workdir: Path, *, cover: Path | None =
     cover_path = None if spec.cover_at is None else cover or out.with_suffix(".jpg")
     # A copied video's cover comes out of the same run, from the same packets: one ffmpeg start
     # fewer (re-encoded, the filtergraph's one output is the video's, and make_cover reads it).
-    cover_tmp = atomic.temp_path_for(cover_path) if cover_path is not None and layout.stream_copy else None
-    cover_out = [] if cover_tmp is None else [
-        "-map", "0:v:0", "-ss", f"{cover_time(spec.cover_at, layout.duration):.3f}", "-frames:v", "1",
-        *ffmpeg.JPEG_ARGS, str(cover_tmp)]
-    try:
-        ffmpeg.run_to(out, lambda tmp: [ffmpeg.FFMPEG, *args, *outputs, str(tmp), *cover_out],
-                      what="composing the final video")
-        if cover_tmp is not None:
-            if not cover_tmp.is_file() or cover_tmp.stat().st_size == 0:
-                raise MediaError("cover image from the final video failed: ffmpeg wrote no output")
-            os.replace(cover_tmp, cover_path)
-    finally:
-        if cover_tmp is not None:
-            cover_tmp.unlink(missing_ok=True)
+    same_run = cover_path is not None and layout.stream_copy
+
+    def command(tmps: list[Path]) -> list[str]:
+        cover_out = ["-map", "0:v:0", "-ss", f"{cover_time(spec.cover_at, layout.duration):.3f}", "-frames:v", "1",
+                     *ffmpeg.JPEG_ARGS, str(tmps[1])] if same_run else []
+        return [ffmpeg.FFMPEG, *args, *outputs, str(tmps[0]), *cover_out]
+
+    ffmpeg.run_to_all([out, cover_path] if same_run else [out], command, what="composing the final video")
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         probing = pool.submit(ffmpeg.probe, out)
-        if cover_path is not None and cover_tmp is None:
+        if cover_path is not None and not same_run:
             make_cover(out, cover_path, at=spec.cover_at, length=layout.duration)
         length = probing.result().duration
     return ComposeResult(video=out, cover=cover_path, duration=length, reencoded=not layout.stream_copy,

@@ -12,14 +12,17 @@ from __future__ import annotations
 import io
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import av
 import numpy as np
 from PIL import Image
 
 from connectors.ffmpeg import MediaInfo
 from storage import atomic
 from storage.errors import MediaError
+
+if TYPE_CHECKING:
+    import av
 
 # The last frame is always among those decoded from this far before the end.
 TAIL_SECONDS = 1.0
@@ -32,6 +35,8 @@ _JPEG_PIXELS = dict(format="yuvj444p", dst_colorspace="ITU601", dst_color_range=
 def extract_first_last(video: Path, first: Path, last: Path | None) -> MediaInfo:
     """Write both frames (only the first when `last` is None: a provider gave its own last frame)
     and return what the video is, as ffprobe would say it."""
+    import av  # here, not at import: every process that imports the runner would pay for it
+
     what = f"first and last frames of {video.name}"
     try:
         with av.open(str(video), format="mp4") as box:
@@ -48,7 +53,7 @@ def extract_first_last(video: Path, first: Path, last: Path | None) -> MediaInfo
                     box.seek(box.duration - int(TAIL_SECONDS * av.time_base), backward=True, any_frame=False)
                 for frame in box.decode(stream):
                     tail = frame
-            info = _info(box, stream, video)
+            info = _info(box, stream, video, av.time_base)
     except (av.FFmpegError, OSError, ValueError) as e:
         raise MediaError(f"{what} failed: {e}") from e
     atomic.write_bytes(first, first_jpeg)
@@ -74,9 +79,9 @@ def _encode(picture: Image.Image) -> bytes:
     return jpeg.getvalue()
 
 
-def _info(box, stream, video: Path) -> MediaInfo:
+def _info(box, stream, video: Path, per_second: int) -> MediaInfo:
     audio = box.streams.audio[0] if box.streams.audio else None
-    duration = box.duration / av.time_base if box.duration else float((stream.duration or 0) * (stream.time_base or 0))
+    duration = box.duration / per_second if box.duration else float((stream.duration or 0) * (stream.time_base or 0))
     rate: Fraction | None = stream.average_rate
     return MediaInfo(
         duration=duration,

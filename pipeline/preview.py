@@ -92,18 +92,13 @@ def plan_previews(board: Storyboard, template: TemplateConfig, image: Path, shee
     chains.append(f"{ends}concat=n={len(board.shots)}:v=1:a=0,{_tile(grid)}[sheet]")
     graph = workdir / "preview_plan.graph"
     atomic.write_text(graph, ";".join(chains))
-    sheet_tmp, animatic_tmp = ffmpeg.temp_path_for(sheet), ffmpeg.temp_path_for(animatic)
-    try:
-        ffmpeg.run([
-            ffmpeg.FFMPEG, "-y", "-i", str(image),
-            "-filter_complex_script", str(graph),
-            "-map", "[animatic]", *_animatic_args(), str(animatic_tmp),
-            "-map", "[sheet]", "-frames:v", "1", *ffmpeg.JPEG_ARGS[2:], "-f", "image2", str(sheet_tmp),
-        ], what="storyboard preview")
-        _install(key, (sheet_tmp, sheet), (animatic_tmp, animatic))
-    finally:
-        sheet_tmp.unlink(missing_ok=True)
-        animatic_tmp.unlink(missing_ok=True)
+    ffmpeg.run_to_all([animatic, sheet], lambda tmps: [
+        ffmpeg.FFMPEG, "-y", "-i", str(image),
+        "-filter_complex_script", str(graph),
+        "-map", "[animatic]", *_animatic_args(), str(tmps[0]),
+        "-map", "[sheet]", "-frames:v", "1", *ffmpeg.JPEG_ARGS[2:], "-f", "image2", str(tmps[1]),
+    ], what="storyboard preview")
+    _mark(key, sheet, animatic)
 
 
 def shots_sheet(board: Storyboard, template: TemplateConfig, frames: list[tuple[Path, Path]], out: Path,
@@ -124,13 +119,10 @@ def shots_sheet(board: Storyboard, template: TemplateConfig, frames: list[tuple[
     graph = workdir / "preview_shots.graph"
     atomic.write_text(graph, ";".join(chains))
     inputs = [arg for f in files for arg in ("-i", str(f))]
-    tmp = ffmpeg.temp_path_for(out)
-    try:
-        ffmpeg.run([ffmpeg.FFMPEG, "-y", *inputs, "-filter_complex_script", str(graph), "-map", "[sheet]",
-                    "-frames:v", "1", *ffmpeg.JPEG_ARGS[2:], "-f", "image2", str(tmp)], what="segments preview")
-        _install(key, (tmp, out))
-    finally:
-        tmp.unlink(missing_ok=True)
+    ffmpeg.run_to(out, lambda tmp: [ffmpeg.FFMPEG, "-y", *inputs, "-filter_complex_script", str(graph),
+                                    "-map", "[sheet]", "-frames:v", "1", *ffmpeg.JPEG_ARGS[2:], "-f", "image2",
+                                    str(tmp)], what="segments preview")
+    _mark(key, out)
 
 
 def _tile(grid: Grid) -> str:
@@ -200,10 +192,6 @@ def _fresh(key: str, *outputs: Path) -> bool:
     return all(out.is_file() and _stamp(out).is_file() and _stamp(out).read_text() == key for out in outputs)
 
 
-def _install(key: str, *moves: tuple[Path, Path]) -> None:
-    for tmp, out in moves:
-        if not tmp.is_file() or tmp.stat().st_size == 0:
-            raise MediaError(f"preview failed: ffmpeg wrote no {out.name}")
-    for tmp, out in moves:
-        tmp.replace(out)
+def _mark(key: str, *outputs: Path) -> None:
+    for out in outputs:
         atomic.write_text(_stamp(out), key)
